@@ -1,0 +1,38 @@
+# Two commands matter: `make up` (set up and run) and `make test` (set up and test).
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed-stamp
+
+.PHONY: up down status test lint unit bench clean
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e '.[dev]'
+	touch $(STAMP)
+
+up: $(STAMP)
+	$(VENV)/bin/feira up
+
+down: $(STAMP)
+	$(VENV)/bin/feira down
+
+status: $(STAMP)
+	$(VENV)/bin/feira status
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/mypy
+
+unit: $(STAMP)
+	$(PY) -m pytest tests/unit -q
+
+test: lint
+	$(PY) -m pytest -q -p no:cacheprovider
+
+bench: $(STAMP)
+	$(PY) -m benchmarks.cart_add
+
+clean:
+	rm -rf $(VENV) var .mypy_cache .ruff_cache .pytest_cache

@@ -1,0 +1,52 @@
+"""Error codes carried by domain exceptions.
+
+Codes are stable strings: clients match on them, so never rename one. The HTTP status
+for each code is decided in ``api/problems.py`` and nowhere else.
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+from typing import Any
+
+
+class ErrorCode(StrEnum):
+    INVALID_ARGUMENT = "invalid_argument"
+    CART_NOT_FOUND = "cart_not_found"
+    CART_LINE_NOT_FOUND = "cart_line_not_found"
+    CART_LINE_LIMIT = "cart_line_limit"
+    QUANTITY_INVALID = "quantity_invalid"
+    QUANTITY_LIMIT = "quantity_limit"
+    SKU_NOT_FOUND = "sku_not_found"
+    PRODUCT_NOT_FOUND = "product_not_found"
+    PRICE_NOT_FOUND = "price_not_found"
+    CURRENCY_MISMATCH = "currency_mismatch"
+    PROMOTION_INVALID = "promotion_invalid"
+    INSUFFICIENT_STOCK = "insufficient_stock"
+    STOCK_INVALID = "stock_invalid"
+    RESERVATION_NOT_FOUND = "reservation_not_found"
+    RESERVATION_CONFLICT = "reservation_conflict"
+    SHARD_UNAVAILABLE = "shard_unavailable"
+    SHARD_TIMEOUT = "shard_timeout"
+    STORE_UNAVAILABLE = "store_unavailable"
+
+
+class DomainError(Exception):
+    """A refusal the caller can act on; ``code`` is the machine-readable reason."""
+
+    def __init__(self, code: ErrorCode, message: str, **details: Any) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+        self.details = details
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        # Exceptions cross process boundaries (actor -> replica); keep details on the trip.
+        return (_rebuild, (self.code, self.message, self.details))
+
+    def __repr__(self) -> str:
+        return f"DomainError({self.code.value!r}, {self.message!r})"
+
+
+def _rebuild(code: ErrorCode, message: str, details: dict[str, Any]) -> DomainError:
+    return DomainError(code, message, **details)

@@ -1,0 +1,65 @@
+"""Batch dispatch shared by the shard services: one call, many operations.
+
+Mutations carry an operation id as their first argument; the reply to each id is kept in
+an :class:`OpLog`, so a retry of the same operation (after a timeout or an actor restart)
+gets the first answer back instead of applying twice.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from actors.domain.errors import DomainError, ErrorCode
+from actors.oplog import OpLog
+from actors.protocol import Op, Reply, ok, refused
+
+Handler = Callable[..., Any]
+
+
+class BatchDispatcher:
+    def __init__(self, reads: dict[str, Handler], mutations: dict[str, Handler], log: OpLog):
+        self._reads = reads
+        self._mutations = mutations
+        self.log = log
+
+    def run(self, now: float, ops: list[Op]) -> tuple[list[Reply], list[str]]:
+        """Apply ``ops`` in order; returns the replies and the ids of newly applied mutations."""
+        replies: list[Reply] = []
+        fresh: list[str] = []
+        for name, args in ops:
+            mutation = self._mutations.get(name)
+            if mutation is not None:
+                op_id = args[0] if args else None
+                if not isinstance(op_id, str) or not op_id:
+                    replies.append(refused(_bad(f"{name} needs an operation id")))
+                    continue
+                seen = self.log.get(op_id)
+                if seen is not None:
+                    replies.append(seen)
+                    continue
+                reply = _call(mutation, now, args)
+                self.log.record(op_id, reply)
+                fresh.append(op_id)
+                replies.append(reply)
+                continue
+            read = self._reads.get(name)
+            if read is None:
+                replies.append(refused(_bad(f"unknown operation {name!r}")))
+                continue
+            replies.append(_call(read, now, args))
+        return replies, fresh
+
+
+def _call(handler: Handler, now: float, args: tuple[Any, ...]) -> Reply:
+    try:
+        return ok(handler(now, *args))
+    except DomainError as error:
+        return refused(error)
+    except TypeError as error:
+        # A malformed batch from a mismatched client version, not a bug in the shard.
+        return refused(_bad(f"bad arguments: {error}"))
+
+
+def _bad(message: str) -> DomainError:
+    return DomainError(ErrorCode.INVALID_ARGUMENT, message)

@@ -1,0 +1,218 @@
+"""What the API asks of the runtime, composed from shard calls, stores and replica caches.
+
+No Ray here: the shards are reached through a :class:`ShardCaller`, which is the Ray
+``ShardClient`` in a deployment and an in-process caller in unit tests.
+"""
+
+from __future__ import annotations
+
+import secrets
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from actors.cache import TTLCache
+from actors.domain.errors import DomainError, ErrorCode
+from actors.domain.money import Money
+from actors.domain.pricing import Quote, price_lines
+from actors.kinds import ShardKind
+from storage.interfaces import CatalogStore
+from storage.records import ProductDoc
+
+MAX_SKUS_PER_LOOKUP = 100
+RECOMMENDATIONS = 4
+
+
+class ShardCaller(Protocol):
+    async def call(self, kind: ShardKind, key: str, op: str, *args: Any) -> Any: ...
+
+    async def fanout(self, kind: ShardKind, keys: Sequence[str], op: str) -> dict[str, Any]: ...
+
+
+@dataclass(frozen=True, slots=True)
+class ShopLimits:
+    price_cache_size: int = 100_000
+    price_cache_ttl_s: float = 1.0
+    product_cache_size: int = 20_000
+    product_cache_ttl_s: float = 30.0
+
+
+def new_cart_id() -> str:
+    # 144 random bits: a cart id is a bearer secret for guest carts, so it must be unguessable.
+    return secrets.token_urlsafe(18)
+
+
+def new_op_id() -> str:
+    return uuid.uuid4().hex
+
+
+class Shop:
+    def __init__(
+        self,
+        shards: ShardCaller,
+        catalog: CatalogStore,
+        currency: str,
+        limits: ShopLimits = ShopLimits(),
+    ) -> None:
+        self.shards = shards
+        self.catalog = catalog
+        self.currency = currency
+        self.prices: TTLCache[dict[str, Any]] = TTLCache(
+            limits.price_cache_size, limits.price_cache_ttl_s
+        )
+        self.products: TTLCache[ProductDoc] = TTLCache(
+            limits.product_cache_size, limits.product_cache_ttl_s
+        )
+
+    # --- carts ------------------------------------------------------------------------
+
+    async def create_cart(self, customer_id: str | None = None) -> dict[str, Any]:
+        cart_id = new_cart_id()
+        snap = await self.shards.call(
+            ShardKind.CART, cart_id, "create", new_op_id(), cart_id, customer_id
+        )
+        return await self._priced(snap)
+
+    async def get_cart(self, cart_id: str) -> dict[str, Any]:
+        return await self._priced(await self.shards.call(ShardKind.CART, cart_id, "get", cart_id))
+
+    async def add_item(
+        self, cart_id: str, sku: str, quantity: int, op_id: str | None = None
+    ) -> dict[str, Any]:
+        # Price first: an unknown SKU must be refused before the cart changes.
+        await self.quotes([sku], require=True)
+        snap = await self.shards.call(
+            ShardKind.CART, cart_id, "add", op_id or new_op_id(), cart_id, sku, quantity
+        )
+        return await self._priced(snap)
+
+    async def set_quantity(
+        self, cart_id: str, sku: str, quantity: int, op_id: str | None = None
+    ) -> dict[str, Any]:
+        snap = await self.shards.call(
+            ShardKind.CART, cart_id, "set_quantity", op_id or new_op_id(), cart_id, sku, quantity
+        )
+        return await self._priced(snap)
+
+    async def remove_item(self, cart_id: str, sku: str, op_id: str | None = None) -> dict[str, Any]:
+        snap = await self.shards.call(
+            ShardKind.CART, cart_id, "remove", op_id or new_op_id(), cart_id, sku
+        )
+        return await self._priced(snap)
+
+    async def _priced(self, snap: dict[str, Any]) -> dict[str, Any]:
+        lines = [(line["sku"], line["quantity"]) for line in snap["lines"]]
+        quotes = await self.quotes([sku for sku, _ in lines], require=True)
+        priced = price_lines(lines, {s: _quote(q) for s, q in quotes.items()}, self.currency)
+        return {
+            "id": snap["id"],
+            "customer_id": snap["customer_id"],
+            "version": snap["version"],
+            "created_at": snap["created_at"],
+            "updated_at": snap["updated_at"],
+            **priced.to_json(),
+        }
+
+    # --- prices and stock -------------------------------------------------------------
+
+    async def quotes(self, skus: Sequence[str], *, require: bool = False) -> dict[str, Any]:
+        """Current quotes, from the replica cache when fresh (prices may lag by its TTL)."""
+        found: dict[str, Any] = {}
+        missing: list[str] = []
+        for sku in skus:
+            q = self.prices.get(sku)
+            if q is None:
+                missing.append(sku)
+            else:
+                found[sku] = q
+        if missing:
+            fetched = await self.shards.fanout(ShardKind.PRICING, missing, "quote")
+            for sku, q in fetched.items():
+                self.prices.put(sku, q)
+            found.update(fetched)
+        if require:
+            for sku in skus:
+                if sku not in found:
+                    raise DomainError(ErrorCode.SKU_NOT_FOUND, f"unknown SKU {sku!r}", sku=sku)
+        return found
+
+    async def price(self, sku: str) -> dict[str, Any]:
+        return _price_json((await self.quotes([sku], require=True))[sku])
+
+    async def stock(self, skus: Sequence[str]) -> dict[str, dict[str, int]]:
+        _check_sku_count(skus)
+        return await self.shards.fanout(ShardKind.INVENTORY, list(skus), "stock")
+
+    # --- catalog ----------------------------------------------------------------------
+
+    async def product(self, product_id: str) -> ProductDoc:
+        doc = self.products.get(product_id)
+        if doc is None:
+            doc = await self.catalog.get_product(product_id)
+            if doc is None or doc.get("status") != "published":
+                raise DomainError(
+                    ErrorCode.PRODUCT_NOT_FOUND, f"no product {product_id!r}", product_id=product_id
+                )
+            self.products.put(product_id, doc)
+        return doc
+
+    async def list_products(
+        self, category: str | None, cursor: str | None, limit: int
+    ) -> tuple[list[ProductDoc], str | None]:
+        try:
+            return await self.catalog.list_products(category=category, cursor=cursor, limit=limit)
+        except ValueError as error:
+            raise DomainError(ErrorCode.INVALID_ARGUMENT, str(error)) from error
+
+    async def product_page(self, product_id: str) -> dict[str, Any]:
+        """Everything the product screen shows, in one call."""
+        doc = await self.product(product_id)
+        skus = [v["sku"] for v in doc.get("variants", [])]
+        quotes = await self.quotes(skus)
+        stock = await self.stock(skus) if skus else {}
+        related, _ = await self.catalog.list_products(
+            category=doc.get("category"), cursor=None, limit=RECOMMENDATIONS + 1
+        )
+        return {
+            "product": doc,
+            "prices": {s: _price_json(q) for s, q in quotes.items()},
+            "stock": {s: stock.get(s, {}).get("available", 0) for s in skus},
+            "recommendations": [p for p in related if p["id"] != product_id][:RECOMMENDATIONS],
+        }
+
+    def cache_stats(self) -> dict[str, int]:
+        return {
+            "price_hits": self.prices.hits,
+            "price_misses": self.prices.misses,
+            "product_hits": self.products.hits,
+            "product_misses": self.products.misses,
+        }
+
+
+def _check_sku_count(skus: Sequence[str]) -> None:
+    if not skus or len(skus) > MAX_SKUS_PER_LOOKUP:
+        raise DomainError(
+            ErrorCode.INVALID_ARGUMENT, f"ask for 1 to {MAX_SKUS_PER_LOOKUP} SKUs at a time"
+        )
+
+
+def _quote(q: dict[str, Any]) -> Quote:
+    currency = q["currency"]
+    return Quote(
+        sku=q["sku"],
+        base=Money(q["base"], currency),
+        unit=Money(q["unit"], currency),
+        promotion_id=q["promotion_id"],
+        category=q["category"],
+    )
+
+
+def _price_json(q: dict[str, Any]) -> dict[str, Any]:
+    currency = q["currency"]
+    return {
+        "sku": q["sku"],
+        "base": {"amount": q["base"], "currency": currency},
+        "unit": {"amount": q["unit"], "currency": currency},
+        "promotion_id": q["promotion_id"],
+    }

@@ -1,0 +1,116 @@
+"""Errors as RFC 9457 problem details. The only place that maps error codes to HTTP."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import orjson
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import Response
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from actors.domain.errors import DomainError, ErrorCode
+
+PROBLEM_JSON = "application/problem+json"
+PROBLEM_BASE = "https://feira.dev/problems/"
+
+log = logging.getLogger("feira.api")
+
+STATUS: dict[ErrorCode, int] = {
+    ErrorCode.INVALID_ARGUMENT: 400,
+    ErrorCode.CART_NOT_FOUND: 404,
+    ErrorCode.CART_LINE_NOT_FOUND: 404,
+    ErrorCode.SKU_NOT_FOUND: 404,
+    ErrorCode.PRODUCT_NOT_FOUND: 404,
+    ErrorCode.PRICE_NOT_FOUND: 404,
+    ErrorCode.RESERVATION_NOT_FOUND: 404,
+    ErrorCode.CART_LINE_LIMIT: 422,
+    ErrorCode.QUANTITY_INVALID: 422,
+    ErrorCode.QUANTITY_LIMIT: 422,
+    ErrorCode.CURRENCY_MISMATCH: 422,
+    ErrorCode.PROMOTION_INVALID: 422,
+    ErrorCode.INSUFFICIENT_STOCK: 409,
+    ErrorCode.STOCK_INVALID: 409,
+    ErrorCode.RESERVATION_CONFLICT: 409,
+    ErrorCode.SHARD_UNAVAILABLE: 503,
+    ErrorCode.STORE_UNAVAILABLE: 503,
+    ErrorCode.SHARD_TIMEOUT: 504,
+}
+
+RETRYABLE = {ErrorCode.SHARD_UNAVAILABLE, ErrorCode.STORE_UNAVAILABLE, ErrorCode.SHARD_TIMEOUT}
+
+TITLES = {
+    400: "Bad request",
+    404: "Not found",
+    405: "Method not allowed",
+    409: "Conflict",
+    422: "Unprocessable content",
+    500: "Internal server error",
+    503: "Service unavailable",
+    504: "Gateway timeout",
+}
+
+
+def problem(
+    status: int,
+    code: str,
+    detail: str,
+    instance: str | None = None,
+    headers: dict[str, str] | None = None,
+    **extra: Any,
+) -> Response:
+    body: dict[str, Any] = {
+        "type": PROBLEM_BASE + code,
+        "title": TITLES.get(status, "Error"),
+        "status": status,
+        "code": code,
+        "detail": detail,
+    }
+    if instance:
+        body["instance"] = instance
+    body.update(extra)
+    return Response(orjson.dumps(body), status, headers=headers, media_type=PROBLEM_JSON)
+
+
+def domain_problem(error: DomainError, instance: str | None = None) -> Response:
+    status = STATUS.get(error.code, 400)
+    headers = {"Retry-After": "1"} if error.code in RETRYABLE else None
+    extra = {k: v for k, v in error.details.items() if k not in {"type", "status", "title"}}
+    return problem(status, error.code.value, error.message, instance, headers, **extra)
+
+
+def install(app: FastAPI) -> None:
+    async def on_domain(request: Request, exc: Exception) -> Response:
+        assert isinstance(exc, DomainError)
+        return domain_problem(exc, request.url.path)
+
+    async def on_validation(request: Request, exc: Exception) -> Response:
+        assert isinstance(exc, RequestValidationError)
+        errors = [
+            {"loc": [str(p) for p in e.get("loc", ())], "msg": e.get("msg", "")}
+            for e in exc.errors()
+        ]
+        return problem(
+            422,
+            ErrorCode.INVALID_ARGUMENT.value,
+            "the request does not match the schema",
+            request.url.path,
+            errors=errors,
+        )
+
+    async def on_http(request: Request, exc: Exception) -> Response:
+        assert isinstance(exc, StarletteHTTPException)
+        code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "http_error")
+        headers = dict(exc.headers) if exc.headers else None
+        return problem(exc.status_code, code, str(exc.detail), request.url.path, headers)
+
+    async def on_unexpected(request: Request, exc: Exception) -> Response:
+        log.exception("unhandled error on %s", request.url.path, exc_info=exc)
+        return problem(500, "internal", "an unexpected error occurred", request.url.path)
+
+    app.add_exception_handler(DomainError, on_domain)
+    app.add_exception_handler(RequestValidationError, on_validation)
+    app.add_exception_handler(StarletteHTTPException, on_http)
+    app.add_exception_handler(Exception, on_unexpected)

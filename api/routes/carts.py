@@ -1,0 +1,66 @@
+"""Carts: create, view, add, change, remove. A cart id is the guest's bearer secret."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Body, Header, Path
+from fastapi.responses import Response
+
+from api.deps import ShopDep
+from api.models import CartCreate, CartId, CartItemAdd, CartItemUpdate, CartOut, Sku
+from api.responses import json
+
+router = APIRouter(prefix="/v1/carts", tags=["carts"])
+
+CartPath = Annotated[CartId, Path(description="Cart id returned at creation")]
+SkuPath = Annotated[Sku, Path()]
+# A client that retries a mutation with the same key gets the first answer back.
+IdemKey = Annotated[
+    str | None,
+    Header(alias="Idempotency-Key", min_length=8, max_length=128, pattern=r"^[\x21-\x7e]+$"),
+]
+
+
+def _op_id(cart_id: str, key: str | None) -> str | None:
+    return f"{cart_id}:{key}" if key else None
+
+
+@router.post("", status_code=201, response_model=CartOut)
+async def create_cart(shop: ShopDep, body: Annotated[CartCreate | None, Body()] = None) -> Response:
+    cart = await shop.create_cart(body.customer_id if body else None)
+    return json(cart, 201, {"Location": f"/v1/carts/{cart['id']}"})
+
+
+@router.get("/{cart_id}", response_model=CartOut)
+async def get_cart(shop: ShopDep, cart_id: CartPath) -> Response:
+    return json(await shop.get_cart(cart_id))
+
+
+@router.post("/{cart_id}/items", response_model=CartOut)
+async def add_item(
+    shop: ShopDep, cart_id: CartPath, item: CartItemAdd, idempotency_key: IdemKey = None
+) -> Response:
+    return json(
+        await shop.add_item(cart_id, item.sku, item.quantity, _op_id(cart_id, idempotency_key))
+    )
+
+
+@router.patch("/{cart_id}/items/{sku}", response_model=CartOut)
+async def set_quantity(
+    shop: ShopDep,
+    cart_id: CartPath,
+    sku: SkuPath,
+    body: CartItemUpdate,
+    idempotency_key: IdemKey = None,
+) -> Response:
+    return json(
+        await shop.set_quantity(cart_id, sku, body.quantity, _op_id(cart_id, idempotency_key))
+    )
+
+
+@router.delete("/{cart_id}/items/{sku}", response_model=CartOut)
+async def remove_item(
+    shop: ShopDep, cart_id: CartPath, sku: SkuPath, idempotency_key: IdemKey = None
+) -> Response:
+    return json(await shop.remove_item(cart_id, sku, _op_id(cart_id, idempotency_key)))

@@ -1,0 +1,1 @@
+"""Feira: actor-based commerce runtime on Ray."""

