@@ -12,6 +12,7 @@ from typing import Any
 import orjson
 from pydantic import ValidationError
 
+from feira.ray_auth import use_local_auth
 from feira.settings import Settings
 
 
@@ -52,10 +53,12 @@ def cmd_seed(args: argparse.Namespace) -> int:
 
 
 def cmd_up(args: argparse.Namespace) -> int:
+    settings = _settings()
+    if settings.ray_address is None:
+        use_local_auth(settings.data_dir)  # before the first import of ray
     from feira import cluster
     from feira.ingress import choose_ingress
 
-    settings = _settings()
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     if not args.no_seed:
         written = _seed(settings, settings.demo_products, only_if_empty=True)
@@ -65,9 +68,12 @@ def cmd_up(args: argparse.Namespace) -> int:
     started_ray = settings.ray_address is None
     address = settings.ray_address or cluster.local_address(settings)
     if started_ray:
-        print(f"starting a local Ray cluster (GCS on {address}); ingress: {ingress.reason}")
-        cluster.stop_local_ray()
-        cluster.start_local_ray(settings, ingress)
+        previous = cluster.read_run_file(settings)
+        if previous and cluster.reachable(address, settings):
+            print(f"a local Ray cluster is already running at {address}; redeploying")
+        else:
+            print(f"starting a local Ray cluster (GCS on {address}); ingress: {ingress.reason}")
+            cluster.start_local_ray(settings, ingress)
     cluster.connect(address, settings)
     url = f"http://{settings.http_host}:{settings.http_port}"
     print("deploying Feira ...")
@@ -102,19 +108,19 @@ def cmd_up(args: argparse.Namespace) -> int:
 
 
 def _down(settings: Settings) -> int:
+    if settings.ray_address is None:
+        use_local_auth(settings.data_dir)  # before the first import of ray
     from feira import cluster
 
     run = cluster.read_run_file(settings)
     address = (run or {}).get("address") or settings.ray_address or cluster.local_address(settings)
-    try:
-        cluster.connect(address, settings)
-    except ConnectionError:
+    if not cluster.reachable(address, settings):
         print("no running cluster found")
     else:
         cluster.shutdown_serve()
         cluster.remove_shards(settings)
-    if run is None or run.get("started_ray", True):
-        cluster.stop_local_ray()
+    if run is not None and run.get("started_ray"):
+        cluster.stop_local_ray(settings)
     cluster.run_file(settings).unlink(missing_ok=True)
     print("Feira is down")
     return 0
@@ -125,14 +131,14 @@ def cmd_down(args: argparse.Namespace) -> int:
 
 
 def cmd_status(args: argparse.Namespace) -> int:
+    settings = _settings()
+    if settings.ray_address is None:
+        use_local_auth(settings.data_dir)  # before the first import of ray
     from feira import cluster
 
-    settings = _settings()
     run = cluster.read_run_file(settings)
     address = (run or {}).get("address") or settings.ray_address or cluster.local_address(settings)
-    try:
-        cluster.connect(address, settings)
-    except ConnectionError:
+    if not cluster.reachable(address, settings):
         print(f"Feira is not running (no Ray cluster at {address})", file=sys.stderr)
         return 1
     apps = cluster.serve_status()

@@ -20,6 +20,7 @@ from actors.client import shard_counts
 from actors.kinds import actor_name
 from deployments.builder import APP_NAME, bind
 from feira.ingress import IngressChoice
+from feira.ray_auth import use_local_auth
 from feira.settings import Settings
 
 RUN_FILE = "run.json"
@@ -50,14 +51,29 @@ def start_local_ray(settings: Settings, ingress: IngressChoice) -> None:
     ]
     if settings.ray_num_cpus:
         cmd.append(f"--num-cpus={settings.ray_num_cpus}")
-    env = {**os.environ, **ingress.env(), "RAY_USAGE_STATS_ENABLED": "0"}
+    env = {
+        **os.environ,
+        **use_local_auth(settings.data_dir),
+        **ingress.env(),
+        "RAY_USAGE_STATS_ENABLED": "0",
+    }
     done = subprocess.run(cmd, env=env, capture_output=True, text=True, check=False)
     if done.returncode != 0:
         raise SystemExit(f"ray start failed:\n{done.stdout}\n{done.stderr}")
 
 
-def stop_local_ray() -> None:
-    subprocess.run([ray_cli(), "stop", "--force"], capture_output=True, check=False)
+def stop_local_ray(settings: Settings) -> None:
+    """Stop the local cluster `feira up` started (`ray stop` ends every Ray on this host)."""
+    use_local_auth(settings.data_dir)
+    subprocess.run([ray_cli(), "stop"], capture_output=True, check=False)
+
+
+def reachable(address: str, settings: Settings) -> bool:
+    try:
+        connect(address, settings)
+    except ConnectionError:
+        return False
+    return True
 
 
 def connect(address: str, settings: Settings) -> None:

@@ -13,7 +13,14 @@ from typing import Any
 
 import pytest
 
+from feira.ray_auth import use_local_auth
+
 TEST_PRODUCTS = 300
+
+# Ray reads its auth mode when first imported, and test modules import ray at collection:
+# set it now, with a token of this session's own.
+_RUN_DIR = Path(tempfile.mkdtemp(prefix="feira-test-"))
+use_local_auth(_RUN_DIR)
 
 
 def free_port() -> int:
