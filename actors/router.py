@@ -93,10 +93,17 @@ class ShardRouter:
             remaining = deadline - loop.time()
             if remaining <= 0:
                 raise _timeout(op)
+            future = coalescer.submit(op)
+            # A timer on the future, not asyncio.wait_for: wait_for wraps every operation
+            # in a task of its own, which costs more than the operation.
+            expired: list[bool] = []
+            timer = loop.call_later(remaining, _expire, future, expired)
             try:
-                return await asyncio.wait_for(coalescer.submit(op), remaining)
-            except TimeoutError as error:
-                raise _timeout(op) from error
+                return await future
+            except asyncio.CancelledError:
+                if expired:
+                    raise _timeout(op) from None
+                raise
             except self._restarting as error:
                 attempt += 1
                 pause = min(_RETRY_MAX_S, _RETRY_BASE_S * 2**attempt) * random.uniform(0.5, 1)
@@ -105,6 +112,14 @@ class ShardRouter:
                         ErrorCode.SHARD_UNAVAILABLE, "shard is restarting; retry shortly"
                     ) from error
                 await asyncio.sleep(pause)
+            finally:
+                timer.cancel()
+
+
+def _expire(future: asyncio.Future[Reply], expired: list[bool]) -> None:
+    if not future.done():
+        expired.append(True)
+        future.cancel()
 
 
 def _timeout(op: Op) -> DomainError:

@@ -10,7 +10,9 @@ if TYPE_CHECKING:
     from actors.shop import Shop
 
 
-def get_shop(request: Request) -> Shop:
+# async on purpose: FastAPI runs a plain `def` dependency in a thread pool, which costs
+# more than the whole cart operation.
+async def get_shop(request: Request) -> Shop:
     shop: Shop = request.app.state.shop
     return shop
 

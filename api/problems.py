@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from typing import Any
 
 import orjson
@@ -81,6 +82,23 @@ def domain_problem(error: DomainError, instance: str | None = None) -> Response:
     return problem(status, error.code.value, error.message, instance, headers, **extra)
 
 
+def validation_problem(errors: Sequence[Any], instance: str | None) -> Response:
+    """422 for input that does not match the schema, from pydantic's error list."""
+    listed = [{"loc": [str(p) for p in e.get("loc", ())], "msg": e.get("msg", "")} for e in errors]
+    return problem(
+        422,
+        ErrorCode.INVALID_ARGUMENT.value,
+        "the request does not match the schema",
+        instance,
+        errors=listed,
+    )
+
+
+def unexpected_problem(instance: str, exc: BaseException) -> Response:
+    log.exception("unhandled error on %s", instance, exc_info=exc)
+    return problem(500, "internal", "an unexpected error occurred", instance)
+
+
 def install(app: FastAPI) -> None:
     async def on_domain(request: Request, exc: Exception) -> Response:
         assert isinstance(exc, DomainError)
@@ -88,17 +106,7 @@ def install(app: FastAPI) -> None:
 
     async def on_validation(request: Request, exc: Exception) -> Response:
         assert isinstance(exc, RequestValidationError)
-        errors = [
-            {"loc": [str(p) for p in e.get("loc", ())], "msg": e.get("msg", "")}
-            for e in exc.errors()
-        ]
-        return problem(
-            422,
-            ErrorCode.INVALID_ARGUMENT.value,
-            "the request does not match the schema",
-            request.url.path,
-            errors=errors,
-        )
+        return validation_problem(exc.errors(), request.url.path)
 
     async def on_http(request: Request, exc: Exception) -> Response:
         assert isinstance(exc, StarletteHTTPException)
@@ -107,8 +115,7 @@ def install(app: FastAPI) -> None:
         return problem(exc.status_code, code, str(exc.detail), request.url.path, headers)
 
     async def on_unexpected(request: Request, exc: Exception) -> Response:
-        log.exception("unhandled error on %s", request.url.path, exc_info=exc)
-        return problem(500, "internal", "an unexpected error occurred", request.url.path)
+        return unexpected_problem(request.url.path, exc)
 
     app.add_exception_handler(DomainError, on_domain)
     app.add_exception_handler(RequestValidationError, on_validation)

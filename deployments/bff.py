@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from fastapi import FastAPI
 from ray import serve
+from starlette.types import ASGIApp
 
 from actors.client import ShardClient
 from actors.shop import Shop, ShopLimits
@@ -32,7 +32,7 @@ class BffIngress:
             ),
         )
 
-    def __serve_build_asgi_app__(self) -> FastAPI:
+    def __serve_build_asgi_app__(self) -> ASGIApp:
         return create_api(self.shop, self.ready)
 
     async def ready(self) -> dict[str, Any]:

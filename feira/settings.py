@@ -47,7 +47,7 @@ class Settings(BaseSettings):
     # Shard client: one actor call carries up to this many operations.
     coalesce_max_batch: int = Field(512, ge=1, le=10_000)
     # Batches in flight per shard; more queue up and ride the next call together.
-    coalesce_max_inflight: int = Field(2, ge=1, le=64)
+    coalesce_max_inflight: int = Field(1, ge=1, le=64)
     shard_call_timeout_ms: int = Field(5_000, ge=10)
 
     cart_max_lines: int = Field(50, ge=1, le=1000)

@@ -26,7 +26,7 @@ def _unit(page: dict[str, Any], sku: str) -> int | None:
     return None if price is None else int(price["unit"]["amount"])
 
 
-def _compact(page: dict[str, Any]) -> dict[str, Any]:
+def compact_product_page(page: dict[str, Any]) -> dict[str, Any]:
     p = page["product"]
     prices = list(page["prices"].values())
     return {
@@ -50,4 +50,4 @@ def _compact(page: dict[str, Any]) -> dict[str, Any]:
 
 @router.get("/mobile/product/{product_id}")
 async def mobile_product(shop: ShopDep, product_id: ProductPath) -> Response:
-    return json(_compact(await shop.product_page(product_id)))
+    return json(compact_product_page(await shop.product_page(product_id)))

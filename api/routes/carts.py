@@ -8,7 +8,15 @@ from fastapi import APIRouter, Body, Header, Path
 from fastapi.responses import Response
 
 from api.deps import ShopDep
-from api.models import CartCreate, CartId, CartItemAdd, CartItemUpdate, CartOut, Sku
+from api.models import (
+    CartCreate,
+    CartId,
+    CartItemAdd,
+    CartItemUpdate,
+    CartOut,
+    IdempotencyKey,
+    Sku,
+)
 from api.responses import json
 
 router = APIRouter(prefix="/v1/carts", tags=["carts"])
@@ -16,10 +24,7 @@ router = APIRouter(prefix="/v1/carts", tags=["carts"])
 CartPath = Annotated[CartId, Path(description="Cart id returned at creation")]
 SkuPath = Annotated[Sku, Path()]
 # A client that retries a mutation with the same key gets the first answer back.
-IdemKey = Annotated[
-    str | None,
-    Header(alias="Idempotency-Key", min_length=8, max_length=128, pattern=r"^[\x21-\x7e]+$"),
-]
+IdemKey = Annotated[IdempotencyKey | None, Header(alias="Idempotency-Key")]
 
 
 def _op_id(cart_id: str, key: str | None) -> str | None:

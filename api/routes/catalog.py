@@ -40,7 +40,7 @@ async def get_price(shop: ShopDep, sku: Annotated[Sku, Path()]) -> Response:
     return json(await shop.price(sku))
 
 
-def _stock_out(sku: str, level: dict[str, int]) -> dict[str, Any]:
+def stock_out(sku: str, level: dict[str, int]) -> dict[str, Any]:
     return {"sku": sku, **level, "in_stock": level["available"] > 0}
 
 
@@ -49,7 +49,7 @@ async def get_stock(shop: ShopDep, sku: Annotated[Sku, Path()]) -> Response:
     levels = await shop.stock([sku])
     if sku not in levels:
         raise DomainError(ErrorCode.SKU_NOT_FOUND, f"unknown SKU {sku!r}", sku=sku)
-    return json(_stock_out(sku, levels[sku]))
+    return json(stock_out(sku, levels[sku]))
 
 
 @router.get("/stock", response_model=list[StockOut])
@@ -57,4 +57,4 @@ async def get_stock_many(
     shop: ShopDep, sku: Annotated[list[Sku], Query(min_length=1, max_length=100)]
 ) -> Response:
     levels = await shop.stock(sku)
-    return json([_stock_out(s, levels[s]) for s in dict.fromkeys(sku) if s in levels])
+    return json([stock_out(s, levels[s]) for s in dict.fromkeys(sku) if s in levels])

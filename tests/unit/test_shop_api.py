@@ -25,8 +25,10 @@ from storage.demo import seed_stores
 from storage.factory import open_embedded_stores
 
 
-@pytest.fixture
-async def api(tmp_path: Path) -> AsyncIterator[tuple[httpx.AsyncClient, Any]]:
+@pytest.fixture(params=[True, False], ids=["fast-path", "fastapi-only"])
+async def api(
+    tmp_path: Path, request: pytest.FixtureRequest
+) -> AsyncIterator[tuple[httpx.AsyncClient, Any]]:
     stores = open_embedded_stores(str(tmp_path))
     await seed_stores(stores.catalog, stores.prices, stores.stock, 60, 7, "EUR", progress=False)
     carts = [CartService(CartLimits(5, 10), 3600, 1000) for _ in range(2)]
@@ -47,7 +49,7 @@ async def api(tmp_path: Path) -> AsyncIterator[tuple[httpx.AsyncClient, Any]]:
     async def ready() -> dict[str, Any]:
         return {"coalescing": router.stats()}
 
-    app = create_api(shop, ready)
+    app = create_api(shop, ready, fast_path=request.param)
     transport = httpx.ASGITransport(app=app)
     async with httpx.AsyncClient(transport=transport, base_url="http://feira") as client:
         yield client, {"router": router, "prices": prices, "stores": stores}
@@ -111,3 +113,85 @@ async def test_stock_lookup(api: tuple[httpx.AsyncClient, Any]) -> None:
     assert one["in_stock"] is (one["available"] > 0)
     too_many = await client.get("/v1/stock", params=[("sku", f"S{i}") for i in range(101)])
     assert too_many.status_code == 422
+
+
+BAD_ADDS = [
+    ({"sku": "NO-SUCH-SKU", "quantity": 1}, 404, "sku_not_found"),
+    ({"sku": "{sku}", "quantity": 0}, 422, "invalid_argument"),
+    ({"sku": "{sku}", "quantity": "2"}, 422, "invalid_argument"),
+    ({"sku": "{sku}", "quantity": 2.5}, 422, "invalid_argument"),
+    ({"sku": "{sku}", "quantity": True}, 422, "invalid_argument"),
+    ({"sku": "{sku}", "quantity": 10**30}, 422, "invalid_argument"),
+    ({"sku": "{sku}", "quantity": 11}, 422, "quantity_limit"),
+    ({"sku": "bad sku", "quantity": 1}, 422, "invalid_argument"),
+    ({"sku": "{sku}", "extra": 1}, 422, "invalid_argument"),
+    ([], 422, "invalid_argument"),
+    (None, 422, "invalid_argument"),
+]
+
+
+@pytest.mark.parametrize(("body", "status", "code"), BAD_ADDS)
+async def test_bad_adds_are_the_same_problem_on_both_paths(
+    api: tuple[httpx.AsyncClient, Any], body: Any, status: int, code: str
+) -> None:
+    client, _ = api
+    (sku,) = await skus_of(client, 1)
+    cart = (await client.post("/v1/carts")).json()
+    if isinstance(body, dict):
+        body = {k: (v.format(sku=sku) if isinstance(v, str) else v) for k, v in body.items()}
+    reply = await client.post(f"/v1/carts/{cart['id']}/items", json=body)
+    assert reply.status_code == status, reply.text
+    assert reply.headers["content-type"] == "application/problem+json"
+    assert reply.json()["code"] == code
+    assert (await client.get(f"/v1/carts/{cart['id']}")).json()["lines"] == []
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "status", "code"),
+    [
+        ("GET", "/v1/carts/short", 422, "invalid_argument"),
+        ("GET", "/v1/carts/" + "A" * 24, 404, "cart_not_found"),
+        ("POST", "/v1/carts/" + "A" * 24 + "/items", 404, "cart_not_found"),
+        ("GET", "/v1/stock/NOPE", 404, "sku_not_found"),
+        ("GET", "/v1/prices/NOPE", 404, "sku_not_found"),
+        ("GET", "/v1/products/p-9999999", 404, "product_not_found"),
+        ("GET", "/v1/products/bad%20id", 422, "invalid_argument"),
+        ("GET", "/bff/web/product/p-9999999", 404, "product_not_found"),
+        ("GET", "/bff/mobile/product/p-9999999", 404, "product_not_found"),
+        ("GET", "/v1/nowhere", 404, "not_found"),
+    ],
+)
+async def test_unknowns_are_the_same_problem_on_both_paths(
+    api: tuple[httpx.AsyncClient, Any], method: str, path: str, status: int, code: str
+) -> None:
+    client, _ = api
+    (sku,) = await skus_of(client, 1)
+    reply = await client.request(
+        method, path, json={"sku": sku, "quantity": 1} if method == "POST" else None
+    )
+    assert reply.status_code == status, reply.text
+    assert reply.json()["code"] == code
+
+
+async def test_idempotency_key_on_both_paths(api: tuple[httpx.AsyncClient, Any]) -> None:
+    client, _ = api
+    (sku,) = await skus_of(client, 1)
+    cart = (await client.post("/v1/carts")).json()
+    url = f"/v1/carts/{cart['id']}/items"
+    for _ in range(3):
+        reply = await client.post(url, json={"sku": sku}, headers={"Idempotency-Key": "k-12345678"})
+        assert reply.status_code == 200
+    assert reply.json()["lines"][0]["quantity"] == 1
+    short = await client.post(url, json={"sku": sku}, headers={"Idempotency-Key": "short"})
+    assert short.status_code == 422
+
+
+async def test_screens_match_on_both_paths(api: tuple[httpx.AsyncClient, Any]) -> None:
+    client, _ = api
+    page = (await client.get("/v1/products", params={"limit": 1})).json()
+    pid = page["items"][0]["id"]
+    web = (await client.get(f"/bff/web/product/{pid}")).json()
+    mobile = (await client.get(f"/bff/mobile/product/{pid}")).json()
+    assert web["product"]["id"] == mobile["id"] == pid
+    assert {v["s"] for v in mobile["v"]} == set(web["prices"])
+    assert (await client.get(f"/v1/products/{pid}")).json() == web["product"]
