@@ -67,21 +67,25 @@ def cmd_up(args: argparse.Namespace) -> int:
     ingress = choose_ingress(settings)
     started_ray = settings.ray_address is None
     address = settings.ray_address or cluster.local_address(settings)
+    session_dir = None
     if started_ray:
         previous = cluster.read_run_file(settings)
         if previous and cluster.reachable(address, settings):
             print(f"a local Ray cluster is already running at {address}; redeploying")
+            session_dir = previous.get("session_dir")
         else:
             print(f"starting a local Ray cluster (GCS on {address}); ingress: {ingress.reason}")
-            cluster.start_local_ray(settings, ingress)
-    cluster.connect(address, settings)
+            session_dir = cluster.start_local_ray(settings, ingress)
     url = f"http://{settings.http_host}:{settings.http_port}"
+    # Written before anything else can fail, so `feira down` can always clean up.
+    cluster.write_run_file(
+        settings,
+        {"address": address, "started_ray": started_ray, "session_dir": session_dir, "url": url},
+    )
+    cluster.connect(address, settings)
     print("deploying Feira ...")
     cluster.deploy(settings)
     report = cluster.wait_ready(url, args.timeout)
-    cluster.write_run_file(
-        settings, {"address": address, "started_ray": started_ray, "url": url}
-    )
     print(
         f"Feira is up: {report.get('products', 0):,} products, shards {report.get('shards')}\n"
         f"  API        {url}/v1/products\n"
@@ -119,8 +123,9 @@ def _down(settings: Settings) -> int:
     else:
         cluster.shutdown_serve()
         cluster.remove_shards(settings)
-    if run is not None and run.get("started_ray"):
-        cluster.stop_local_ray(settings)
+    if run is not None and run.get("session_dir"):
+        stopped = cluster.stop_local_ray(run["session_dir"])
+        print(f"stopped the local Ray cluster ({stopped} processes)")
     cluster.run_file(settings).unlink(missing_ok=True)
     print("Feira is down")
     return 0

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -38,7 +40,11 @@ def local_address(settings: Settings) -> str:
     return f"127.0.0.1:{settings.ray_gcs_port}"
 
 
-def start_local_ray(settings: Settings, ingress: IngressChoice) -> None:
+RAY_TEMP_DIR = Path("/tmp/ray")
+
+
+def start_local_ray(settings: Settings, ingress: IngressChoice) -> str:
+    """Start a head node; returns its session directory, which names its processes."""
     cmd = [
         ray_cli(),
         "start",
@@ -60,12 +66,54 @@ def start_local_ray(settings: Settings, ingress: IngressChoice) -> None:
     done = subprocess.run(cmd, env=env, capture_output=True, text=True, check=False)
     if done.returncode != 0:
         raise SystemExit(f"ray start failed:\n{done.stdout}\n{done.stderr}")
+    return str((RAY_TEMP_DIR / "session_latest").resolve())
 
 
-def stop_local_ray(settings: Settings) -> None:
-    """Stop the local cluster `feira up` started (`ray stop` ends every Ray on this host)."""
-    use_local_auth(settings.data_dir)
-    subprocess.run([ray_cli(), "stop"], capture_output=True, check=False)
+def stop_local_ray(session_dir: str, grace_s: float = 10.0) -> int:
+    """Stop the processes of one local cluster, found by its session directory.
+
+    `ray stop` would end every Ray cluster on the host, a developer's test session's
+    included; every process of a cluster names its session directory on its command line.
+    Returns how many processes were signalled.
+    """
+    pids = _session_pids(session_dir)
+    for pid in pids:
+        _signal(pid, signal.SIGTERM)
+    deadline = time.monotonic() + grace_s
+    while time.monotonic() < deadline and any(_alive(p) for p in pids):
+        time.sleep(0.2)
+    for pid in pids:
+        if _alive(pid):
+            _signal(pid, signal.SIGKILL)
+    return len(pids)
+
+
+def _session_pids(session_dir: str) -> list[int]:
+    marker = session_dir.encode()
+    pids: list[int] = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit() or int(entry.name) == os.getpid():
+            continue
+        try:
+            cmdline = (entry / "cmdline").read_bytes()
+        except OSError:
+            continue  # the process ended while we looked
+        if marker in cmdline:
+            pids.append(int(entry.name))
+    return pids
+
+
+def _signal(pid: int, sig: signal.Signals) -> None:
+    with contextlib.suppress(ProcessLookupError):
+        os.kill(pid, sig)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return True
 
 
 def reachable(address: str, settings: Settings) -> bool:

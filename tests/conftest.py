@@ -23,6 +23,10 @@ _RUN_DIR = Path(tempfile.mkdtemp(prefix="feira-test-"))
 use_local_auth(_RUN_DIR)
 
 
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    shutil.rmtree(_RUN_DIR, ignore_errors=True)
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

@@ -195,3 +195,15 @@ async def test_screens_match_on_both_paths(api: tuple[httpx.AsyncClient, Any]) -
     assert web["product"]["id"] == mobile["id"] == pid
     assert {v["s"] for v in mobile["v"]} == set(web["prices"])
     assert (await client.get(f"/v1/products/{pid}")).json() == web["product"]
+
+
+async def test_oversized_body_is_refused(api: tuple[httpx.AsyncClient, Any]) -> None:
+    client, _ = api
+    cart = (await client.post("/v1/carts")).json()
+    body = b'{"sku": "' + b"A" * 70_000 + b'"}'
+    reply = await client.post(
+        f"/v1/carts/{cart['id']}/items", content=body, headers={"content-type": "application/json"}
+    )
+    assert 400 <= reply.status_code < 500
+    assert reply.headers["content-type"] == "application/problem+json"
+    assert (await client.get(f"/v1/carts/{cart['id']}")).json()["lines"] == []

@@ -1,0 +1,86 @@
+"""`feira up --detach`, `feira status` and `feira down` as a user runs them.
+
+Runs a second local Ray cluster beside the test session's own one, which also shows that
+`feira down` stops only the cluster it started.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from actors.kinds import ShardKind
+from tests.conftest import free_port
+
+pytestmark = pytest.mark.e2e
+
+FEIRA = str(Path(sys.executable).with_name("feira"))
+
+
+def run(
+    args: list[str], env: dict[str, str], timeout: float = 300
+) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [FEIRA, *args], env=env, capture_output=True, text=True, timeout=timeout, check=False
+    )
+
+
+async def test_up_status_down(tmp_path: Path, shard_client: Any) -> None:
+    haproxy_dir = tempfile.mkdtemp(prefix="feira-cli-", dir="/tmp")
+    http_port = free_port()
+    env = {
+        **os.environ,
+        "FEIRA_DATA_DIR": str(tmp_path / "data"),
+        "FEIRA_NAMESPACE": "feira-cli",
+        "FEIRA_RAY_GCS_PORT": str(free_port()),
+        "FEIRA_RAY_DASHBOARD_PORT": str(free_port()),
+        "FEIRA_HTTP_PORT": str(http_port),
+        "FEIRA_DEMO_PRODUCTS": "40",
+        "FEIRA_CART_SHARDS": "1",
+        "FEIRA_INVENTORY_SHARDS": "1",
+        "FEIRA_PRICING_SHARDS": "1",
+        "RAY_SERVE_HAPROXY_CONFIG_FILE_LOC": f"{haproxy_dir}/haproxy.cfg",
+        "RAY_SERVE_HAPROXY_SOCKET_PATH": f"{haproxy_dir}/admin.sock",
+        "RAY_SERVE_HAPROXY_SERVER_STATE_BASE": haproxy_dir,
+        "RAY_SERVE_HAPROXY_SERVER_STATE_FILE": f"{haproxy_dir}/server-state",
+        "RAY_SERVE_HAPROXY_STATS_PORT": str(free_port()),
+        "RAY_SERVE_HAPROXY_METRICS_PORT": str(free_port()),
+    }
+    for name in ("RAY_AUTH_MODE", "RAY_AUTH_TOKEN_PATH", "RAY_ADDRESS"):
+        env.pop(name, None)
+    up = await asyncio.to_thread(run, ["up", "--detach"], env)
+    try:
+        assert up.returncode == 0, up.stdout + up.stderr
+        assert "Feira is up: 40 products" in up.stdout
+        assert f"http://127.0.0.1:{http_port}/docs" in up.stdout
+        assert "Ingress" in up.stdout
+        async with httpx.AsyncClient(timeout=30) as client:
+            cart = await client.post(f"http://127.0.0.1:{http_port}/v1/carts")
+        assert cart.status_code == 201
+
+        status = await asyncio.to_thread(run, ["status", "--json"], env, 120)
+        assert status.returncode == 0, status.stdout + status.stderr
+        report = json.loads(status.stdout)
+        assert report["applications"]["feira"]["status"] == "RUNNING"
+        assert [s["state"] for s in report["shards"]] == ["ready"] * 3
+    finally:
+        down = await asyncio.to_thread(run, ["down"], env, 120)
+        shutil.rmtree(haproxy_dir, ignore_errors=True)
+    assert down.returncode == 0, down.stdout + down.stderr
+    assert "Feira is down" in down.stdout
+    async with httpx.AsyncClient(timeout=2) as client:
+        with pytest.raises(httpx.TransportError):
+            await client.get(f"http://127.0.0.1:{http_port}/healthz")
+    # The test session's own cluster is untouched.
+    quotes = await shard_client.fanout(ShardKind.PRICING, ["SKU-0000001-1"], "quote")
+    assert "SKU-0000001-1" in quotes
