@@ -6,7 +6,6 @@ reloads what it needs from its store on first use.
 
 from __future__ import annotations
 
-import asyncio
 from typing import Any
 
 import ray
@@ -14,6 +13,7 @@ import ray
 from actors.cart_service import CartService
 from actors.domain.cart import CartLimits
 from actors.inventory_service import InventoryService
+from actors.periodic import Periodic
 from actors.pricing_service import PricingService
 from actors.protocol import Op, Reply
 from feira.settings import Settings
@@ -28,11 +28,17 @@ class CartShard:
         self.service = CartService(
             CartLimits(s.cart_max_lines, s.cart_max_quantity), s.cart_idle_ttl_s, s.op_log_size
         )
+        self.sweeper = Periodic("expire-idle-carts", s.cart_sweep_interval_s, self._expire)
+
+    async def _expire(self) -> None:
+        self.service.expire_idle()
 
     async def apply(self, ops: list[Op]) -> list[Reply]:
+        self.sweeper.ensure_started()
         return await self.service.apply(ops)
 
     async def ready(self) -> dict[str, Any]:
+        self.sweeper.ensure_started()
         return {"kind": "cart", "index": self.index, **self.service.stats()}
 
 
@@ -43,27 +49,17 @@ class InventoryShard:
         self.index = index
         self.stores = open_embedded_stores(str(s.data_dir))
         self.service = InventoryService(self.stores.stock, s.reservation_ttl_s, s.op_log_size)
-        self._sweep_interval_s = s.reservation_sweep_interval_ms / 1000
-        self._sweeper: asyncio.Task[None] | None = None
-
-    def _start_sweeper(self) -> None:
-        # An async actor's loop is not running in __init__; start on the first call.
-        if self._sweeper is None:
-            self._sweeper = asyncio.get_running_loop().create_task(self._sweep())
-
-    async def _sweep(self) -> None:
-        while True:
-            await asyncio.sleep(self._sweep_interval_s)
-            # A sweep whose write fails keeps nothing and is retried on the next tick:
-            # expiry is never lost, only late.
-            await self.service.expire_due()
+        # A sweep whose write fails keeps nothing and runs again: expiry is late, never lost.
+        self.sweeper = Periodic(
+            "expire-reservations", s.reservation_sweep_interval_ms / 1000, self.service.expire_due
+        )
 
     async def apply(self, ops: list[Op]) -> list[Reply]:
-        self._start_sweeper()
+        self.sweeper.ensure_started()
         return await self.service.apply(ops)
 
     async def ready(self) -> dict[str, Any]:
-        self._start_sweeper()
+        self.sweeper.ensure_started()
         return {"kind": "inventory", "index": self.index, **self.service.stats()}
 
 

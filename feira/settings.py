@@ -53,6 +53,7 @@ class Settings(BaseSettings):
     cart_max_lines: int = Field(50, ge=1, le=1000)
     cart_max_quantity: int = Field(99, ge=1, le=100_000)
     cart_idle_ttl_s: int = Field(7 * 24 * 3600, ge=60)
+    cart_sweep_interval_s: int = Field(60, ge=1)
     reservation_ttl_s: int = Field(900, ge=1)
     reservation_sweep_interval_ms: int = Field(1_000, ge=10)
     # Idempotency memory of each shard, in operations.
