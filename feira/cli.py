@@ -117,15 +117,20 @@ def _down(settings: Settings) -> int:
     from feira import cluster
 
     run = cluster.read_run_file(settings)
-    address = (run or {}).get("address") or settings.ray_address or cluster.local_address(settings)
-    if not cluster.reachable(address, settings):
-        print("no running cluster found")
-    else:
-        cluster.shutdown_serve()
-        cluster.remove_shards(settings)
-    if run is not None and run.get("session_dir"):
-        stopped = cluster.stop_local_ray(run["session_dir"])
+    session_dir = (run or {}).get("session_dir")
+    if session_dir:
+        # Our own local cluster: stopping its processes ends everything in it.
+        stopped = cluster.stop_local_ray(session_dir)
         print(f"stopped the local Ray cluster ({stopped} processes)")
+    else:
+        # A shared cluster: remove only Feira, leave other Serve apps and actors alone.
+        address = settings.ray_address or cluster.local_address(settings)
+        if not cluster.reachable(address, settings):
+            print(f"no running cluster at {address}")
+        else:
+            cluster.delete_app()
+            cluster.remove_shards(settings)
+            cluster.disconnect()
     cluster.run_file(settings).unlink(missing_ok=True)
     print("Feira is down")
     return 0

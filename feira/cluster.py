@@ -89,18 +89,32 @@ def stop_local_ray(session_dir: str, grace_s: float = 10.0) -> int:
 
 
 def _session_pids(session_dir: str) -> list[int]:
+    """The cluster's processes and all their descendants (HAProxy's binary, for one,
+    does not name the session on its command line)."""
     marker = session_dir.encode()
-    pids: list[int] = []
+    roots: set[int] = set()
+    children: dict[int, list[int]] = {}
     for entry in Path("/proc").iterdir():
         if not entry.name.isdigit() or int(entry.name) == os.getpid():
             continue
+        pid = int(entry.name)
         try:
             cmdline = (entry / "cmdline").read_bytes()
-        except OSError:
+            # Field 4 of /proc/<pid>/stat is the parent; the name in field 2 may hold spaces.
+            ppid = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
+        except (OSError, ValueError, IndexError):
             continue  # the process ended while we looked
+        children.setdefault(ppid, []).append(pid)
         if marker in cmdline:
-            pids.append(int(entry.name))
-    return pids
+            roots.add(pid)
+    found: list[int] = []
+    stack = list(roots)
+    while stack:
+        pid = stack.pop()
+        if pid not in found:
+            found.append(pid)
+            stack.extend(children.get(pid, ()))
+    return found
 
 
 def _signal(pid: int, sig: signal.Signals) -> None:
@@ -132,6 +146,10 @@ def connect(address: str, settings: Settings) -> None:
             logging_level=logging.ERROR,
             log_to_driver=False,
         )
+
+
+def disconnect() -> None:
+    ray.shutdown()
 
 
 def deploy(settings: Settings) -> None:
@@ -171,8 +189,8 @@ def remove_shards(settings: Settings) -> None:
         ray.kill(handle, no_restart=True)
 
 
-def shutdown_serve() -> None:
-    serve.shutdown()  # type: ignore[no-untyped-call]
+def delete_app() -> None:
+    serve.delete(APP_NAME)
 
 
 def shard_reports(settings: Settings, timeout_s: float = 5.0) -> list[dict[str, Any]]:
