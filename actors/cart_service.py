@@ -1,15 +1,33 @@
-"""The cart shard's behaviour: a CartBook behind batch dispatch. No Ray, no I/O."""
+"""The cart shard's behaviour: a CartBook behind batch dispatch, checkpointed write-behind.
+
+Carts live in memory. With a checkpoint store, every changed cart is written to it at most
+``lag_s`` after the change, newest version only, many carts per round trip; with
+``lag_s == 0`` the write happens before the reply, and a failed write refuses the batch's
+changes as retryable and drops those carts from memory, so the next touch reloads what is
+durable. A cart not in memory is loaded from the store the first time it is touched
+(after a restart, or on another shard count). No Ray here.
+"""
 
 from __future__ import annotations
 
+import asyncio
+import logging
 import time
 from collections.abc import Callable
 from typing import Any
 
-from actors.domain.cart import CartBook, CartLimits
+from actors.domain.cart import Cart, CartBook, CartLimits
+from actors.domain.errors import DomainError, ErrorCode
 from actors.oplog import OpLog
-from actors.protocol import Op, Reply
+from actors.protocol import Op, Reply, refused
 from actors.service import BatchDispatcher
+from storage.carts import CartCheckpointStore
+from storage.errors import StorageError
+
+log = logging.getLogger("feira.carts")
+
+_MUTATIONS = ("create", "add", "set_quantity", "remove")
+_RETRY_PAUSE_S = 0.5
 
 
 class CartService:
@@ -19,11 +37,17 @@ class CartService:
         idle_ttl_s: float,
         op_log_size: int,
         clock: Callable[[], float] = time.time,
+        checkpoints: CartCheckpointStore | None = None,
+        lag_s: float = 0.05,
     ) -> None:
         self.book = CartBook()
         self.limits = limits
         self.idle_ttl_s = idle_ttl_s
         self._clock = clock
+        self._checkpoints = checkpoints
+        self._lag_s = lag_s
+        self._dirty: set[str] = set()
+        self._flusher: asyncio.Task[None] | None = None
         self._dispatch = BatchDispatcher(
             reads={"get": self._get},
             mutations={
@@ -36,11 +60,98 @@ class CartService:
         )
 
     async def apply(self, ops: list[Op]) -> list[Reply]:
-        replies, _ = self._dispatch.run(self._clock(), ops)
+        if self._checkpoints is not None:
+            try:
+                await self._load_missing(ops)
+            except StorageError:
+                return [_unavailable() for _ in ops]
+        replies, fresh = self._dispatch.run(self._clock(), ops)
+        carts = {
+            cart_id
+            for (name, args), (ok, _) in zip(ops, replies, strict=True)
+            if ok and name in _MUTATIONS and (cart_id := _cart_of(name, args)) is not None
+        }
+        if self._checkpoints is None or not carts:
+            return replies
+        if self._lag_s > 0:
+            self._dirty |= carts
+            self._schedule_flush()
+            return replies
+        try:
+            await self._save(carts)
+        except StorageError:
+            for cart_id in carts:
+                if cart_id in self.book:
+                    self.book.remove(cart_id)
+            for op_id in fresh:
+                self._dispatch.log.forget(op_id)
+            return [
+                _unavailable() if name in _MUTATIONS else reply
+                for (name, _), reply in zip(ops, replies, strict=True)
+            ]
         return replies
 
     def expire_idle(self) -> list[str]:
-        return self.book.expire_idle(self._clock(), self.idle_ttl_s)
+        expired = self.book.expire_idle(self._clock(), self.idle_ttl_s)
+        self._dirty.difference_update(expired)
+        return expired
+
+    async def flush(self) -> int:
+        """Write every dirty cart now; returns how many. Used at shutdown and by tests."""
+        dirty, self._dirty = self._dirty, set()
+        try:
+            await self._save(dirty)
+        except StorageError:
+            self._dirty |= dirty
+            raise
+        return len(dirty)
+
+    def stats(self) -> dict[str, int]:
+        return {"carts": len(self.book), "dirty": len(self._dirty)}
+
+    # --- checkpoints --------------------------------------------------------------------
+
+    async def _load_missing(self, ops: list[Op]) -> None:
+        assert self._checkpoints is not None
+        wanted = {
+            c
+            for name, args in ops
+            if name != "create" and isinstance(c := _cart_of(name, args), str)
+            and c not in self.book
+        }
+        if not wanted:
+            return
+        ids = list(wanted)
+        found = await asyncio.gather(*(self._checkpoints.load(c) for c in ids))
+        for cart_id, snapshot in zip(ids, found, strict=True):
+            # Another batch may have loaded (and changed) it while this one waited.
+            if snapshot is not None and cart_id not in self.book:
+                try:
+                    self.book.put(Cart.from_snapshot(snapshot))
+                except DomainError:
+                    log.error("stored cart %s is malformed; treating it as unknown", cart_id)
+
+    async def _save(self, cart_ids: set[str]) -> None:
+        assert self._checkpoints is not None
+        snapshots = [self.book.get(c).snapshot() for c in cart_ids if c in self.book]
+        if snapshots:
+            await self._checkpoints.save_many(snapshots, int(self.idle_ttl_s))
+
+    def _schedule_flush(self) -> None:
+        if self._flusher is None or self._flusher.done():
+            self._flusher = asyncio.get_running_loop().create_task(self._flush_later())
+
+    async def _flush_later(self) -> None:
+        # Changes made while waiting ride along: one write per cart per lag window.
+        await asyncio.sleep(self._lag_s)
+        while self._dirty:
+            try:
+                await self.flush()
+            except StorageError:
+                log.warning("cart checkpoint failed; %d carts pending, retrying", len(self._dirty))
+                await asyncio.sleep(_RETRY_PAUSE_S)
+
+    # --- operations -------------------------------------------------------------------
 
     def _get(self, now: float, cart_id: str) -> dict[str, Any]:
         return self.book.get(cart_id).snapshot()
@@ -63,5 +174,13 @@ class CartService:
         cart.remove(sku, now)
         return cart.snapshot()
 
-    def stats(self) -> dict[str, int]:
-        return {"carts": len(self.book)}
+
+def _cart_of(name: str, args: tuple[Any, ...]) -> str | None:
+    """The cart an operation touches: after the op id for mutations, first for reads."""
+    index = 1 if name in _MUTATIONS else 0
+    cart_id = args[index] if len(args) > index else None
+    return cart_id if isinstance(cart_id, str) else None
+
+
+def _unavailable() -> Reply:
+    return refused(DomainError(ErrorCode.STORE_UNAVAILABLE, "cart store unavailable; retry"))

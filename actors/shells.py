@@ -17,7 +17,7 @@ from actors.periodic import Periodic
 from actors.pricing_service import PricingService
 from actors.protocol import Op, Reply
 from feira.settings import Settings
-from storage.factory import open_embedded_stores
+from feira.stores import open_configured_stores
 
 
 @ray.remote
@@ -25,8 +25,13 @@ class CartShard:
     def __init__(self, settings: dict[str, Any], index: int) -> None:
         s = Settings.from_wire(settings)
         self.index = index
+        self.stores = open_configured_stores(s)
         self.service = CartService(
-            CartLimits(s.cart_max_lines, s.cart_max_quantity), s.cart_idle_ttl_s, s.op_log_size
+            CartLimits(s.cart_max_lines, s.cart_max_quantity),
+            s.cart_idle_ttl_s,
+            s.op_log_size,
+            checkpoints=self.stores.carts,
+            lag_s=s.cart_checkpoint_lag_ms / 1000,
         )
         self.sweeper = Periodic("expire-idle-carts", s.cart_sweep_interval_s, self._expire)
 
@@ -47,7 +52,7 @@ class InventoryShard:
     def __init__(self, settings: dict[str, Any], index: int) -> None:
         s = Settings.from_wire(settings)
         self.index = index
-        self.stores = open_embedded_stores(str(s.data_dir))
+        self.stores = open_configured_stores(s)
         self.service = InventoryService(self.stores.stock, s.reservation_ttl_s, s.op_log_size)
         # A sweep whose write fails keeps nothing and runs again: expiry is late, never lost.
         self.sweeper = Periodic(
@@ -68,7 +73,7 @@ class PricingShard:
     def __init__(self, settings: dict[str, Any], index: int) -> None:
         s = Settings.from_wire(settings)
         self.index = index
-        self.stores = open_embedded_stores(str(s.data_dir))
+        self.stores = open_configured_stores(s)
         self.service = PricingService(self.stores.prices, s.currency, s.op_log_size)
 
     async def apply(self, ops: list[Op]) -> list[Reply]:

@@ -11,15 +11,16 @@ from actors.client import ShardClient
 from actors.shop import Shop, ShopLimits
 from api.app import create_api
 from feira.settings import Settings
-from storage.factory import EmbeddedStores, open_embedded_stores
+from feira.stores import open_configured_stores
+from storage.factory import Stores
 
 
 @serve.ingress()
 class BffIngress:
     def __init__(self, settings: dict[str, Any]) -> None:
         s = Settings.from_wire(settings)
+        self.stores: Stores = open_configured_stores(s)
         self.client = ShardClient.connect(s)
-        self.stores: EmbeddedStores = open_embedded_stores(str(s.data_dir))
         self.shop = Shop(
             self.client,
             self.stores.catalog,
@@ -32,7 +33,11 @@ class BffIngress:
             ),
         )
 
-    def __serve_build_asgi_app__(self) -> ASGIApp:
+    async def __serve_build_asgi_app__(self) -> ASGIApp:
+        # Before the app exists no request can reach a store. Idempotent and serialised by
+        # an advisory lock, so every replica may run it and `serve deploy` without
+        # `feira migrate` still gets its schema.
+        await self.stores.migrate()
         return create_api(self.shop, self.ready)
 
     async def ready(self) -> dict[str, Any]:

@@ -24,12 +24,13 @@ def _settings() -> Settings:
 
 
 def _seed(settings: Settings, products: int, *, only_if_empty: bool) -> int:
+    from feira.stores import open_configured_stores
     from storage.demo import seed_stores
-    from storage.factory import open_embedded_stores
 
     async def run() -> int:
-        stores = open_embedded_stores(str(settings.data_dir))
+        stores = open_configured_stores(settings)
         try:
+            await stores.migrate()
             if only_if_empty and await stores.catalog.count_products() > 0:
                 return 0
             return await seed_stores(
@@ -49,6 +50,27 @@ def cmd_seed(args: argparse.Namespace) -> int:
     written = _seed(settings, args.products, only_if_empty=False)
     took = time.monotonic() - started
     print(f"seeded {written:,} products into {settings.data_dir} in {took:.1f} s")
+    return 0
+
+
+def cmd_migrate(args: argparse.Namespace) -> int:
+    from feira.stores import open_configured_stores
+
+    settings = _settings()
+    if settings.postgres_url is None:
+        print("no FEIRA_POSTGRES_URL: the embedded SQLite stores migrate themselves")
+        return 0
+
+    async def run() -> list[str]:
+        stores = open_configured_stores(settings)
+        try:
+            return await stores.migrate()
+        finally:
+            await stores.close()
+
+    applied = asyncio.run(run())
+    print(f"applied {len(applied)} migrations: {', '.join(applied)}" if applied else
+          "the PostgreSQL schema is up to date")
     return 0
 
 
@@ -184,6 +206,8 @@ def build_parser() -> argparse.ArgumentParser:
     status = sub.add_parser("status", help="health of deployments and shards")
     status.add_argument("--json", action="store_true")
     status.set_defaults(func=cmd_status)
+    migrate = sub.add_parser("migrate", help="apply pending PostgreSQL migrations")
+    migrate.set_defaults(func=cmd_migrate)
     seed = sub.add_parser("seed", help="load generated products into the embedded stores")
     seed.add_argument(
         "--products", type=int, default=Settings.model_fields["demo_products"].default

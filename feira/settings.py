@@ -30,6 +30,14 @@ class Settings(BaseSettings):
 
     currency: str = Field("EUR", pattern=r"^[A-Z]{3}$")
 
+    # Production stores; unset means the embedded SQLite ones (and carts in memory only).
+    postgres_url: str | None = Field(None, pattern=r"^postgres(ql)?://")
+    redis_url: str | None = Field(None, pattern=r"^rediss?://")
+    redis_key_prefix: str = Field("feira:", pattern=r"^[A-Za-z0-9:_-]{1,64}$")
+    # Cart write-behind to Redis: a change reaches Redis at most this late; 0 writes it
+    # before the reply.
+    cart_checkpoint_lag_ms: int = Field(50, ge=0, le=60_000)
+
     http_host: str = "127.0.0.1"
     http_port: int = Field(8000, ge=1, le=65535)
     # Ray cluster: empty address means `feira up` starts a local one.

@@ -1,12 +1,17 @@
-"""Wires the embedded (SQLite) adapters to their files under one data directory."""
+"""Picks the adapter behind each store interface: production servers when their URLs are
+given, the embedded SQLite ones otherwise. Nothing connects until first use."""
 
 from __future__ import annotations
 
 import asyncio
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
+from storage.carts import CartCheckpointStore
 from storage.interfaces import CatalogStore, PriceStore, StockStore
+from storage.postgres import PgPool, PgPriceStore, PgStockStore, apply_migrations
+from storage.redis.carts import RedisCartCheckpoints
+from storage.redis.client import RedisClient
 from storage.sqlite.catalog import SqliteCatalogStore
 from storage.sqlite.prices import SqlitePriceStore
 from storage.sqlite.stock import SqliteStockStore
@@ -18,27 +23,54 @@ LEDGER_FILE = "ledger.db"
 
 
 @dataclass(frozen=True, slots=True)
-class EmbeddedStores:
+class Stores:
     catalog: CatalogStore
     prices: PriceStore
     stock: StockStore
+    # None in embedded mode: carts then live in shard memory only.
+    carts: CartCheckpointStore | None = None
+    pg_pool: PgPool | None = field(default=None, repr=False)
+    redis: RedisClient | None = field(default=None, repr=False)
+
+    async def migrate(self) -> list[str]:
+        """Apply pending PostgreSQL migrations (SQLite adapters migrate themselves)."""
+        return await apply_migrations(self.pg_pool) if self.pg_pool else []
 
     async def close(self) -> None:
-        """Close all three, even if one fails; the first failure is re-raised."""
-        results = await asyncio.gather(
-            self.catalog.close(), self.prices.close(), self.stock.close(), return_exceptions=True
-        )
+        """Close every store, even if one fails; the first failure is re-raised."""
+        closing = [self.catalog.close(), self.prices.close(), self.stock.close()]
+        if self.carts is not None:
+            closing.append(self.carts.close())
+        results = await asyncio.gather(*closing, return_exceptions=True)
+        if self.pg_pool is not None:
+            await self.pg_pool.close()
         for result in results:
             if isinstance(result, BaseException):
                 raise result
 
 
-def open_embedded_stores(data_dir: str) -> EmbeddedStores:
-    """Build the stores; no file is opened until a store is first used."""
+def open_stores(
+    data_dir: str,
+    *,
+    postgres_url: str | None = None,
+    redis_url: str | None = None,
+    redis_prefix: str = "feira:",
+) -> Stores:
+    """Build the stores; no file or connection is opened until a store is first used."""
     os.makedirs(data_dir, exist_ok=True)
     ledger = os.path.join(data_dir, LEDGER_FILE)
-    return EmbeddedStores(
-        catalog=SqliteCatalogStore(os.path.join(data_dir, CATALOG_FILE)),
-        prices=SqlitePriceStore(ledger),
-        stock=SqliteStockStore(ledger),
+    catalog = SqliteCatalogStore(os.path.join(data_dir, CATALOG_FILE))
+    pool = PgPool(postgres_url) if postgres_url else None
+    redis = RedisClient(redis_url, prefix=redis_prefix) if redis_url else None
+    return Stores(
+        catalog=catalog,
+        prices=PgPriceStore(pool) if pool else SqlitePriceStore(ledger),
+        stock=PgStockStore(pool) if pool else SqliteStockStore(ledger),
+        carts=RedisCartCheckpoints(redis) if redis else None,
+        pg_pool=pool,
+        redis=redis,
     )
+
+
+def open_embedded_stores(data_dir: str) -> Stores:
+    return open_stores(data_dir)

@@ -15,6 +15,8 @@ import pytest
 
 from feira.ray_auth import use_local_auth
 
+pytest_plugins = ["tests.servers"]
+
 TEST_PRODUCTS = 300
 
 # Ray reads its auth mode when first imported, and test modules import ray at collection:
@@ -39,11 +41,15 @@ def data_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope="session")
-def settings(data_dir: Path) -> Any:
+def settings(data_dir: Path, pg_database: str, redis_url: str, session_prefix: str) -> Any:
+    """The Ray session runs on the production stores: real PostgreSQL and Redis."""
     from feira.settings import Settings
 
     return Settings(
         data_dir=data_dir,
+        postgres_url=pg_database,
+        redis_url=redis_url,
+        redis_key_prefix=f"{session_prefix}ray:",
         namespace="feira-test",
         cart_shards=2,
         inventory_shards=2,
@@ -57,12 +63,13 @@ def settings(data_dir: Path) -> Any:
 
 @pytest.fixture(scope="session")
 def seeded(settings: Any) -> Any:
+    from feira.stores import open_configured_stores
     from storage.demo import seed_stores
-    from storage.factory import open_embedded_stores
 
     async def run() -> None:
-        stores = open_embedded_stores(str(settings.data_dir))
+        stores = open_configured_stores(settings)
         try:
+            await stores.migrate()
             await seed_stores(
                 stores.catalog, stores.prices, stores.stock, TEST_PRODUCTS, 7, "EUR",
                 progress=False,

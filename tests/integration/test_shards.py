@@ -11,7 +11,7 @@ import ray
 
 from actors.domain.errors import DomainError, ErrorCode
 from actors.kinds import ShardKind, actor_name
-from storage.factory import open_embedded_stores
+from feira.stores import open_configured_stores
 
 pytestmark = pytest.mark.integration
 
@@ -37,7 +37,7 @@ async def test_concurrent_reservations_never_oversell(shard_client: Any, seeded:
     level = (await shard_client.fanout(ShardKind.INVENTORY, [sku], "stock"))[sku]
     assert level == {"on_hand": 25, "reserved": 25, "sold": 0, "available": 0}
     # What the shard acknowledged is what the store holds.
-    stores = open_embedded_stores(str(seeded.data_dir))
+    stores = open_configured_stores(seeded)
     try:
         stored, reservations = (await stores.stock.load([sku]))[sku]
         assert (stored.on_hand, stored.reserved, stored.sold) == (25, 25, 0)

@@ -8,13 +8,11 @@ prefix per session, removed at the end with SCAN + UNLINK, never FLUSHALL.
 
 from __future__ import annotations
 
-import os
 import secrets
-import shutil
 import socket
 import subprocess
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -100,51 +98,6 @@ def _stop(proc: subprocess.Popen[bytes]) -> None:
         proc.wait(timeout=5)
     if proc.stderr:
         proc.stderr.close()
-
-
-@pytest.fixture(scope="session")
-def redis_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    url = os.environ.get(URL_ENV)
-    if url:
-        if not _answers(url):
-            pytest.exit(f"{URL_ENV} points at {_where(url)}, which does not answer PING", 1)
-        yield url
-        return
-    if _answers(LOCAL_URL):
-        yield LOCAL_URL
-        return
-    binary = shutil.which("redis-server")
-    if binary is None:
-        pytest.exit(
-            "tests/redis_stores need a Redis server: install one (Debian/Ubuntu: "
-            "`apt-get install redis-server`; macOS: `brew install redis`) so `redis-server` "
-            f"is on PATH, run one on 127.0.0.1:6379, or set {URL_ENV}=redis://host:port/db",
-            1,
-        )
-    proc, url = _start_server(binary, tmp_path_factory.mktemp("redis"))
-    try:
-        yield url
-    finally:
-        _stop(proc)
-
-
-@pytest.fixture(scope="session")
-def session_prefix(redis_url: str) -> Iterator[str]:
-    prefix = f"feira-test-{secrets.token_hex(6)}:"
-    yield prefix
-    conn = _probe(redis_url, timeout_s=5.0)
-    try:
-        # The prefix is [a-z0-9:-] only, so it is its own glob pattern.
-        batch: list[bytes] = []
-        for key in conn.scan_iter(match=f"{prefix}*", count=1000):
-            batch.append(key)
-            if len(batch) >= 1000:
-                conn.unlink(*batch)
-                batch.clear()
-        if batch:
-            conn.unlink(*batch)
-    finally:
-        conn.close()
 
 
 @pytest.fixture

@@ -22,7 +22,7 @@ import socket
 import subprocess
 import tempfile
 import uuid
-from collections.abc import AsyncIterator, Callable, Coroutine, Iterator
+from collections.abc import AsyncIterator, Callable, Coroutine
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -225,36 +225,6 @@ async def drop_database(admin_dsn: str, database: str) -> None:
         await conn.execute(f'DROP DATABASE IF EXISTS "{database}"{force}')
     finally:
         await conn.close()
-
-
-@pytest.fixture(scope="session")
-def pg_database() -> Iterator[str]:
-    """DSN of a throwaway database on a real server, gone after the session."""
-    server: PrivateServer | None = None
-    admin = os.environ.get(ENV_URL)
-    if admin:
-        if not run_async(can_connect(admin)):
-            stop_session(f"{ENV_URL} is set, but {where(admin)} refused the connection.")
-    elif port_answers("127.0.0.1", 5432):
-        admin = run_async(first_reachable(LOCAL_DSNS))
-    if not admin:
-        server = start_private_server()
-        if server is None:
-            stop_session(INSTALL_HINT)
-        admin = server.admin_dsn
-    try:
-        database = f"feira_test_{uuid.uuid4().hex[:12]}"
-        if not run_async(create_database(admin, database)):
-            # Still isolated: every test works in a schema of its own, dropped after it.
-            yield admin
-            return
-        try:
-            yield with_database(admin, database)
-        finally:
-            run_async(drop_database(admin, database))
-    finally:
-        if server is not None:
-            server.stop()
 
 
 @asynccontextmanager
