@@ -13,13 +13,14 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections import deque
 from collections.abc import Callable
 from typing import Any
 
 from actors.domain.cart import Cart, CartBook, CartLimits
 from actors.domain.errors import DomainError, ErrorCode
 from actors.oplog import OpLog
-from actors.protocol import Op, Reply, refused
+from actors.protocol import Op, Reply, ok, refused
 from actors.service import BatchDispatcher
 from storage.carts import CartCheckpointStore
 from storage.errors import StorageError
@@ -28,6 +29,11 @@ log = logging.getLogger("feira.carts")
 
 _MUTATIONS = ("create", "add", "set_quantity", "remove")
 _RETRY_PAUSE_S = 0.5
+# Operation ids kept with each cart's checkpoint, so that a retry reaching a restarted
+# shard is answered instead of applied again. A client retries within seconds; the last
+# few ids of a cart are enough.
+RECENT_OPS_PER_CART = 16
+_OPS_KEY = "op_ids"
 
 
 class CartService:
@@ -48,6 +54,7 @@ class CartService:
         self._lag_s = lag_s
         self._dirty: set[str] = set()
         self._flusher: asyncio.Task[None] | None = None
+        self._recent: dict[str, deque[str]] = {}
         self._dispatch = BatchDispatcher(
             reads={"get": self._get},
             mutations={
@@ -57,6 +64,7 @@ class CartService:
                 "remove": self._remove,
             },
             log=OpLog(op_log_size),
+            recall=self._recall,
         )
 
     async def apply(self, ops: list[Op]) -> list[Reply]:
@@ -66,11 +74,14 @@ class CartService:
             except StorageError:
                 return [_unavailable() for _ in ops]
         replies, fresh = self._dispatch.run(self._clock(), ops)
-        carts = {
-            cart_id
-            for (name, args), (ok, _) in zip(ops, replies, strict=True)
-            if ok and name in _MUTATIONS and (cart_id := _cart_of(name, args)) is not None
-        }
+        carts: set[str] = set()
+        for (name, args), (applied, _) in zip(ops, replies, strict=True):
+            cart_id = _cart_of(name, args)
+            if applied and name in _MUTATIONS and cart_id is not None:
+                carts.add(cart_id)
+                recent = self._recent.setdefault(cart_id, deque(maxlen=RECENT_OPS_PER_CART))
+                if args[0] not in recent:
+                    recent.append(args[0])
         if self._checkpoints is None or not carts:
             return replies
         if self._lag_s > 0:
@@ -81,6 +92,8 @@ class CartService:
             await self._save(carts)
         except StorageError:
             for cart_id in carts:
+                # Both come back from the last durable checkpoint on the next touch.
+                self._recent.pop(cart_id, None)
                 if cart_id in self.book:
                     self.book.remove(cart_id)
             for op_id in fresh:
@@ -94,6 +107,8 @@ class CartService:
     def expire_idle(self) -> list[str]:
         expired = self.book.expire_idle(self._clock(), self.idle_ttl_s)
         self._dirty.difference_update(expired)
+        for cart_id in expired:
+            self._recent.pop(cart_id, None)
         return expired
 
     async def flush(self) -> int:
@@ -130,10 +145,20 @@ class CartService:
                     self.book.put(Cart.from_snapshot(snapshot))
                 except DomainError:
                     log.error("stored cart %s is malformed; treating it as unknown", cart_id)
+                    continue
+                ops_seen = snapshot.get(_OPS_KEY)
+                if isinstance(ops_seen, list):
+                    self._recent[cart_id] = deque(
+                        (o for o in ops_seen if isinstance(o, str)), maxlen=RECENT_OPS_PER_CART
+                    )
 
     async def _save(self, cart_ids: set[str]) -> None:
         assert self._checkpoints is not None
-        snapshots = [self.book.get(c).snapshot() for c in cart_ids if c in self.book]
+        snapshots = [
+            {**self.book.get(c).snapshot(), _OPS_KEY: list(self._recent.get(c, ()))}
+            for c in cart_ids
+            if c in self.book
+        ]
         if snapshots:
             await self._checkpoints.save_many(snapshots, int(self.idle_ttl_s))
 
@@ -150,6 +175,14 @@ class CartService:
             except StorageError:
                 log.warning("cart checkpoint failed; %d carts pending, retrying", len(self._dirty))
                 await asyncio.sleep(_RETRY_PAUSE_S)
+
+    def _recall(self, name: str, args: tuple[Any, ...]) -> Reply | None:
+        """A mutation already applied before a restart: answer with the cart as it is."""
+        cart_id = _cart_of(name, args)
+        recent = self._recent.get(cart_id) if cart_id is not None else None
+        if cart_id is None or recent is None or args[0] not in recent or cart_id not in self.book:
+            return None
+        return ok(self.book.get(cart_id).snapshot())
 
     # --- operations -------------------------------------------------------------------
 

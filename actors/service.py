@@ -15,12 +15,22 @@ from actors.oplog import OpLog
 from actors.protocol import Op, Reply, ok, refused
 
 Handler = Callable[..., Any]
+# Asked when the op log does not know an operation id: a durable memory of applied ids
+# (e.g. a checkpoint's) may; returns the reply to give instead of applying again.
+Recall = Callable[[str, tuple[Any, ...]], Reply | None]
 
 
 class BatchDispatcher:
-    def __init__(self, reads: dict[str, Handler], mutations: dict[str, Handler], log: OpLog):
+    def __init__(
+        self,
+        reads: dict[str, Handler],
+        mutations: dict[str, Handler],
+        log: OpLog,
+        recall: Recall | None = None,
+    ) -> None:
         self._reads = reads
         self._mutations = mutations
+        self._recall = recall
         self.log = log
 
     def run(self, now: float, ops: list[Op]) -> tuple[list[Reply], list[str]]:
@@ -35,6 +45,8 @@ class BatchDispatcher:
                     replies.append(refused(_bad(f"{name} needs an operation id")))
                     continue
                 seen = self.log.get(op_id)
+                if seen is None and self._recall is not None:
+                    seen = self._recall(name, args)
                 if seen is not None:
                     replies.append(seen)
                     continue
