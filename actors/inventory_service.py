@@ -18,7 +18,7 @@ from typing import Any
 from actors.domain.errors import DomainError, ErrorCode
 from actors.domain.inventory import Inventory, Reservation, StockLevel
 from actors.oplog import OpLog
-from actors.protocol import Op, Reply, refused
+from actors.protocol import Op, Reply, ok, refused
 from actors.service import BatchDispatcher
 from storage.errors import StorageError
 from storage.interfaces import StockStore
@@ -58,8 +58,13 @@ class InventoryService:
         reservation_ttl_s: float,
         op_log_size: int,
         clock: Callable[[], float] = time.time,
+        recall_window_s: float = 30.0,
     ) -> None:
         self.store = store
+        # The op log is memory only. For a while after a (re)start, a mutation it does not
+        # know may be the retry of one applied before a crash: the journal is asked.
+        self._recall_until = time.monotonic() + recall_window_s
+        self._journalled: set[str] = set()
         self.inventory = Inventory()
         self.reservation_ttl_s = reservation_ttl_s
         self._clock = clock
@@ -75,12 +80,13 @@ class InventoryService:
                 "commit": self._commit,
             },
             log=OpLog(op_log_size),
+            recall=self._recall,
         )
 
     async def apply(self, ops: list[Op]) -> list[Reply]:
         async with self._lock:
             now = self._clock()
-            if not await self._ensure_loaded(_skus_of(ops)):
+            if not await self._ensure_loaded(_skus_of(ops)) or not await self._ask_journal(ops):
                 # Never act on a SKU whose stored state is unknown: a receive would
                 # otherwise overwrite the real row with a fresh count.
                 return [_unavailable() for _ in ops]
@@ -107,6 +113,37 @@ class InventoryService:
             if expired:
                 await self._persist(now)
             return len(expired)
+
+    async def _ask_journal(self, ops: list[Op]) -> bool:
+        """Fill ``_journalled`` with this batch's op ids already in the journal."""
+        self._journalled = set()
+        if time.monotonic() > self._recall_until:
+            return True
+        unknown = [
+            args[0]
+            for name, args in ops
+            if name in _SKU_ARG and args and isinstance(args[0], str)
+            and self._dispatch.log.get(args[0]) is None
+        ]
+        if not unknown:
+            return True
+        try:
+            self._journalled = await self.store.applied_ops(unknown)
+        except StorageError:
+            return False
+        return True
+
+    def _recall(self, name: str, args: tuple[Any, ...]) -> Reply | None:
+        if args[0] not in self._journalled:
+            return None
+        sku = args[_SKU_ARG[name]] if len(args) > _SKU_ARG[name] else None
+        if not isinstance(sku, str) or not self.inventory.knows(sku):
+            return None
+        level = self.inventory.level(sku)
+        reservation = self.inventory.reservation(args[1]) if name == "reserve" else None
+        if reservation is not None:
+            return ok(_reservation_json(reservation, level))
+        return ok(_level_json(level))
 
     async def _ensure_loaded(self, skus: set[str]) -> bool:
         """Load unknown SKUs from the store; False if the store could not say."""

@@ -53,7 +53,13 @@ class InventoryShard:
         s = Settings.from_wire(settings)
         self.index = index
         self.stores = open_configured_stores(s)
-        self.service = InventoryService(self.stores.stock, s.reservation_ttl_s, s.op_log_size)
+        self.service = InventoryService(
+            self.stores.stock,
+            s.reservation_ttl_s,
+            s.op_log_size,
+            # Retries of operations sent before a crash arrive within the client's deadline.
+            recall_window_s=3 * s.shard_call_timeout_ms / 1000,
+        )
         # A sweep whose write fails keeps nothing and runs again: expiry is late, never lost.
         self.sweeper = Periodic(
             "expire-reservations", s.reservation_sweep_interval_ms / 1000, self.service.expire_due

@@ -60,6 +60,10 @@ class StockStore(Protocol):
 
     async def put_levels(self, records: Iterable[StockRecord]) -> int: ...
 
+    async def applied_ops(self, op_ids: Sequence[str]) -> set[str]:
+        """Which of ``op_ids`` the journal holds: a retry of one must not apply again."""
+        ...
+
     async def journal_for(self, sku: str) -> list[tuple[str, str, int]]:
         """(op_id, kind, quantity) for a SKU in write order; for audits and tests."""
         ...

@@ -118,6 +118,16 @@ class PgStockStore(PgStore):
                 written += len(chunk)
         return written
 
+    async def applied_ops(self, op_ids: Sequence[str]) -> set[str]:
+        if not op_ids:
+            return set()
+        async with self._connection() as conn:
+            rows = await conn.fetch(
+                "SELECT DISTINCT op_id FROM stock_journal WHERE op_id = ANY($1::text[])",
+                list(op_ids),
+            )
+        return {op_id for (op_id,) in rows}
+
     async def journal_for(self, sku: str) -> list[tuple[str, str, int]]:
         async with self._connection() as conn:
             rows = await conn.fetch(

@@ -140,6 +140,17 @@ def _put_levels(conn: sqlite3.Connection, records: Iterable[StockRecord]) -> int
     return written
 
 
+def _applied_ops(conn: sqlite3.Connection, op_ids: Sequence[str]) -> set[str]:
+    found: set[str] = set()
+    for chunk in chunked(op_ids, IN_CHUNK):
+        marks = ",".join("?" * len(chunk))
+        rows = conn.execute(
+            f"SELECT DISTINCT op_id FROM stock_journal WHERE op_id IN ({marks})", chunk
+        )
+        found.update(op_id for (op_id,) in rows)
+    return found
+
+
 def _journal_for(conn: sqlite3.Connection, sku: str) -> list[tuple[str, str, int]]:
     rows = conn.execute(
         "SELECT op_id, kind, quantity FROM stock_journal WHERE sku = ? ORDER BY seq", (sku,)
@@ -168,6 +179,9 @@ class SqliteStockStore:
     async def put_levels(self, records: Iterable[StockRecord]) -> int:
         # Consumed on the worker thread inside one transaction: streamed, not materialised.
         return await self._db.run(_put_levels, records)
+
+    async def applied_ops(self, op_ids: Sequence[str]) -> set[str]:
+        return await self._db.run(_applied_ops, list(op_ids)) if op_ids else set()
 
     async def journal_for(self, sku: str) -> list[tuple[str, str, int]]:
         return await self._db.run(_journal_for, sku)

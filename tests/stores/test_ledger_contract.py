@@ -358,6 +358,16 @@ async def test_replayed_op_is_journalled_once(ledger: Ledger) -> None:
     assert (await store.load(["A"]))["A"][0] == StockRecord("A", 12, 0, 0)
 
 
+async def test_applied_ops_tells_which_ids_are_journalled(ledger: Ledger) -> None:
+    store = ledger.stock
+    await store.put_levels([StockRecord("A", 10, 0, 0)])
+    await store.write(write(journal=(change("op-1", "A", "receive", 2),)))
+    assert await store.applied_ops([]) == set()
+    assert await store.applied_ops(["op-1", "op-9"]) == {"op-1"}
+    many = [f"x-{i}" for i in range(1200)] + ["op-1"]
+    assert await store.applied_ops(many) == {"op-1"}
+
+
 async def test_large_journal_batch_keeps_write_order(ledger: Ledger) -> None:
     await ledger.stock.put_levels([StockRecord("A", 1000, 0, 0)])
     ops = tuple(change(f"op-{n:03}", "A", "adjust", (-1) ** n * n) for n in range(400))

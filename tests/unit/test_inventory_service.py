@@ -38,6 +38,9 @@ class FlakyStore:
             raise StoreUnavailable("down")
         return await self.inner.load(skus)
 
+    async def applied_ops(self, op_ids: Sequence[str]) -> set[str]:
+        return await self.inner.applied_ops(op_ids)
+
     async def write(self, change: StockWrite) -> None:
         if self.fail_writes:
             raise StoreUnavailable("down")
@@ -119,3 +122,20 @@ async def test_repeated_op_id_is_answered_not_reapplied(store: FlakyStore) -> No
     again = await svc.apply([("receive", ("op-x", "A", 2))])
     assert first == again
     assert len(store.writes) == 1
+
+
+async def test_retry_reaching_a_restarted_shard_is_answered_from_the_journal(
+    store: FlakyStore,
+) -> None:
+    first = service(store, Clock())
+    unwrap((await first.apply([("receive", ("op-r", "A", 5))]))[0])
+    unwrap((await first.apply([("reserve", ("op-s", "res-1", "A", 2))]))[0])
+    # The reply was lost with the actor; the client sends the same operations again.
+    second = service(store, Clock())
+    level = unwrap((await second.apply([("receive", ("op-r", "A", 5))]))[0])
+    assert level["on_hand"] == 15
+    again = unwrap((await second.apply([("reserve", ("op-s", "res-1", "A", 2))]))[0])
+    assert again["reservation_id"] == "res-1"
+    stored, _ = (await store.inner.load(["A"]))["A"]
+    assert (stored.on_hand, stored.reserved) == (15, 2)
+    assert [k for _, k, _ in await store.inner.journal_for("A")] == ["receive", "reserve"]
