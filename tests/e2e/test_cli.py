@@ -35,12 +35,11 @@ def run(
     )
 
 
-async def test_up_status_down(tmp_path: Path, shard_client: Any) -> None:
-    haproxy_dir = tempfile.mkdtemp(prefix="feira-cli-", dir="/tmp")
-    http_port = free_port()
+def cli_env(data_dir: Path, haproxy_dir: str, http_port: int) -> dict[str, str]:
+    """A second Feira beside the test session's: its own ports, namespace and files."""
     env = {
         **os.environ,
-        "FEIRA_DATA_DIR": str(tmp_path / "data"),
+        "FEIRA_DATA_DIR": str(data_dir),
         "FEIRA_NAMESPACE": "feira-cli",
         "FEIRA_RAY_GCS_PORT": str(free_port()),
         "FEIRA_RAY_DASHBOARD_PORT": str(free_port()),
@@ -58,6 +57,13 @@ async def test_up_status_down(tmp_path: Path, shard_client: Any) -> None:
     }
     for name in ("RAY_AUTH_MODE", "RAY_AUTH_TOKEN_PATH", "RAY_ADDRESS"):
         env.pop(name, None)
+    return env
+
+
+async def test_up_status_down(tmp_path: Path, shard_client: Any) -> None:
+    haproxy_dir = tempfile.mkdtemp(prefix="feira-cli-", dir="/tmp")
+    http_port = free_port()
+    env = cli_env(tmp_path / "data", haproxy_dir, http_port)
     up = await asyncio.to_thread(run, ["up", "--detach"], env)
     try:
         assert up.returncode == 0, up.stdout + up.stderr
@@ -84,3 +90,48 @@ async def test_up_status_down(tmp_path: Path, shard_client: Any) -> None:
     # The test session's own cluster is untouched.
     quotes = await shard_client.fanout(ShardKind.PRICING, ["SKU-0000001-1"], "quote")
     assert "SKU-0000001-1" in quotes
+
+
+async def test_state_survives_down_and_up_on_postgres_and_redis(
+    tmp_path: Path, pg_database: str, redis_url: str, session_prefix: str
+) -> None:
+    haproxy_dir = tempfile.mkdtemp(prefix="feira-cli-", dir="/tmp")
+    http_port = free_port()
+    api = f"http://127.0.0.1:{http_port}"
+    env = {
+        **cli_env(tmp_path / "data", haproxy_dir, http_port),
+        "FEIRA_POSTGRES_URL": pg_database,
+        "FEIRA_REDIS_URL": redis_url,
+        "FEIRA_REDIS_KEY_PREFIX": f"{session_prefix}cli:",
+        "FEIRA_CART_CHECKPOINT_LAG_MS": "0",
+    }
+    try:
+        up = await asyncio.to_thread(run, ["up", "--detach"], env)
+        assert up.returncode == 0, up.stdout + up.stderr
+        async with httpx.AsyncClient(base_url=api, timeout=30) as client:
+            sku = (await client.get("/v1/products", params={"limit": 1})).json()["items"][0][
+                "variants"
+            ][0]["sku"]
+            cart = (await client.post("/v1/carts")).json()["id"]
+            added = await client.post(f"/v1/carts/{cart}/items", json={"sku": sku, "quantity": 3})
+            assert added.status_code == 200
+            before = {
+                "cart": (await client.get(f"/v1/carts/{cart}")).json(),
+                "stock": (await client.get(f"/v1/stock/{sku}")).json(),
+                "price": (await client.get(f"/v1/prices/{sku}")).json(),
+            }
+        down = await asyncio.to_thread(run, ["down"], env, 120)
+        assert down.returncode == 0, down.stdout + down.stderr
+        up = await asyncio.to_thread(run, ["up", "--detach"], env)
+        assert up.returncode == 0, up.stdout + up.stderr
+        async with httpx.AsyncClient(base_url=api, timeout=30) as client:
+            after = {
+                "cart": (await client.get(f"/v1/carts/{cart}")).json(),
+                "stock": (await client.get(f"/v1/stock/{sku}")).json(),
+                "price": (await client.get(f"/v1/prices/{sku}")).json(),
+            }
+        assert after == before
+        assert after["cart"]["lines"][0]["quantity"] == 3
+    finally:
+        await asyncio.to_thread(run, ["down"], env, 120)
+        shutil.rmtree(haproxy_dir, ignore_errors=True)
