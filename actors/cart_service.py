@@ -96,12 +96,7 @@ class CartService:
                 self._recent.pop(cart_id, None)
                 if cart_id in self.book:
                     self.book.remove(cart_id)
-            for op_id in fresh:
-                self._dispatch.log.forget(op_id)
-            return [
-                _unavailable() if name in _MUTATIONS else reply
-                for (name, _), reply in zip(ops, replies, strict=True)
-            ]
+            return self._dispatch.undo(ops, replies, fresh, _unavailable())
         return replies
 
     def expire_idle(self) -> list[str]:

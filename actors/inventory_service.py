@@ -94,12 +94,7 @@ class InventoryService:
             replies, fresh = self._dispatch.run(now, ops)
             if await self._persist(now):
                 return replies
-            for op_id in fresh:
-                self._dispatch.log.forget(op_id)
-            return [
-                _unavailable() if name in _SKU_ARG else reply
-                for (name, _), reply in zip(ops, replies, strict=True)
-            ]
+            return self._dispatch.undo(ops, replies, fresh, _unavailable())
 
     async def expire_due(self) -> int:
         """Release reservations whose time has run out; returns how many."""

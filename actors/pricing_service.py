@@ -24,7 +24,6 @@ from storage.records import PriceRecord, PromotionRecord
 
 log = logging.getLogger("feira.pricing")
 
-_MUTATIONS = frozenset({"set_price", "upsert_promotion", "remove_promotion"})
 
 
 class PricingService:
@@ -67,12 +66,7 @@ class PricingService:
                 # The in-memory change is not durable: forget it and refuse as retryable.
                 self.book = PriceBook(self.book.currency)
                 self._promotions_loaded = False
-                for op_id in fresh:
-                    self._dispatch.log.forget(op_id)
-                return [
-                    _unavailable() if name in _MUTATIONS else reply
-                    for (name, _), reply in zip(ops, replies, strict=True)
-                ]
+                return self._dispatch.undo(ops, replies, fresh, _unavailable())
             return replies
 
     async def _load(self, ops: list[Op]) -> None:

@@ -63,6 +63,19 @@ class BatchDispatcher:
         return replies, fresh
 
 
+    def undo(
+        self, ops: list[Op], replies: list[Reply], fresh: list[str], refusal: Reply
+    ) -> list[Reply]:
+        """The batch's changes did not become durable: forget their op ids, so a retry
+        applies, and answer every mutation with ``refusal`` (reads keep their replies)."""
+        for op_id in fresh:
+            self.log.forget(op_id)
+        return [
+            refusal if name in self._mutations else reply
+            for (name, _), reply in zip(ops, replies, strict=True)
+        ]
+
+
 def _call(handler: Handler, now: float, args: tuple[Any, ...]) -> Reply:
     try:
         return ok(handler(now, *args))
