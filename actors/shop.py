@@ -70,6 +70,10 @@ class Shop:
         self.products: TTLCache[ProductDoc] = TTLCache(
             limits.product_cache_size, limits.product_cache_ttl_s
         )
+        # Recommendations per category: the same few products for every page of a category.
+        self.related: TTLCache[list[ProductDoc]] = TTLCache(
+            limits.product_cache_size, limits.product_cache_ttl_s
+        )
 
     # --- carts ------------------------------------------------------------------------
 
@@ -177,9 +181,13 @@ class Shop:
         skus = [v["sku"] for v in doc.get("variants", [])]
         quotes = await self.quotes(skus)
         stock = await self.stock(skus) if skus else {}
-        related, _ = await self.catalog.list_products(
-            category=doc.get("category"), cursor=None, limit=RECOMMENDATIONS + 1
-        )
+        category = doc.get("category") or ""
+        related = self.related.get(category)
+        if related is None:
+            related, _ = await self.catalog.list_products(
+                category=category or None, cursor=None, limit=RECOMMENDATIONS + 1
+            )
+            self.related.put(category, related)
         return {
             "product": doc,
             "prices": {s: _price_json(q) for s, q in quotes.items()},

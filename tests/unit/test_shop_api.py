@@ -207,3 +207,24 @@ async def test_oversized_body_is_refused(api: tuple[httpx.AsyncClient, Any]) -> 
     assert 400 <= reply.status_code < 500
     assert reply.headers["content-type"] == "application/problem+json"
     assert (await client.get(f"/v1/carts/{cart['id']}")).json()["lines"] == []
+
+
+async def test_warm_product_page_does_not_touch_the_catalog(
+    api: tuple[httpx.AsyncClient, Any],
+) -> None:
+    client, parts = api
+    catalog = parts["stores"].catalog
+    pid = (await client.get("/v1/products", params={"limit": 1})).json()["items"][0]["id"]
+    await client.get(f"/bff/web/product/{pid}")
+    calls: list[str] = []
+    for name in ("get_product", "list_products"):
+        real = getattr(catalog, name)
+
+        async def counted(*args: Any, _real: Any = real, _name: str = name, **kw: Any) -> Any:
+            calls.append(_name)
+            return await _real(*args, **kw)
+
+        setattr(catalog, name, counted)
+    reply = await client.get(f"/bff/web/product/{pid}")
+    assert reply.status_code == 200
+    assert calls == []
