@@ -27,7 +27,7 @@ from storage.errors import StorageError
 
 log = logging.getLogger("feira.carts")
 
-_MUTATIONS = ("create", "add", "set_quantity", "remove")
+_MUTATIONS = ("create", "add", "set_quantity", "remove", "merge")
 _RETRY_PAUSE_S = 0.5
 # Operation ids kept with each cart's checkpoint, so that a retry reaching a restarted
 # shard is answered instead of applied again. A client retries within seconds; the last
@@ -62,6 +62,7 @@ class CartService:
                 "add": self._add,
                 "set_quantity": self._set_quantity,
                 "remove": self._remove,
+                "merge": self._merge,
             },
             log=OpLog(op_log_size),
             recall=self._recall,
@@ -177,7 +178,8 @@ class CartService:
         recent = self._recent.get(cart_id) if cart_id is not None else None
         if cart_id is None or recent is None or args[0] not in recent or cart_id not in self.book:
             return None
-        return ok(self.book.get(cart_id).snapshot())
+        snapshot = self.book.get(cart_id).snapshot()
+        return ok({"cart": snapshot, "skipped": []} if name == "merge" else snapshot)
 
     # --- operations -------------------------------------------------------------------
 
@@ -196,6 +198,13 @@ class CartService:
         cart = self.book.get(cart_id)
         cart.set_quantity(sku, quantity, self.limits, now)
         return cart.snapshot()
+
+    def _merge(
+        self, now: float, op_id: str, cart_id: str, lines: list[tuple[str, int]]
+    ) -> dict[str, Any]:
+        cart = self.book.get(cart_id)
+        skipped = cart.merge([(sku, qty) for sku, qty in lines], self.limits, now)
+        return {"cart": cart.snapshot(), "skipped": skipped}
 
     def _remove(self, now: float, op_id: str, cart_id: str, sku: str) -> Any:
         cart = self.book.get(cart_id)

@@ -111,6 +111,26 @@ class Shop:
         )
         return await self._priced(snap)
 
+    async def merge_carts(self, guest_cart_id: str, customer_cart_id: str) -> dict[str, Any]:
+        """Move a guest cart's lines into the customer's cart (at sign-in).
+
+        The operation id is derived from both carts, so signing in twice, or a retry after
+        a restart, merges once. The guest cart is left to expire.
+        """
+        if guest_cart_id == customer_cart_id:
+            raise DomainError(ErrorCode.INVALID_ARGUMENT, "cannot merge a cart into itself")
+        guest = await self.shards.call(ShardKind.CART, guest_cart_id, "get", guest_cart_id)
+        lines = [(line["sku"], line["quantity"]) for line in guest["lines"]]
+        result = await self.shards.call(
+            ShardKind.CART,
+            customer_cart_id,
+            "merge",
+            f"merge:{guest_cart_id}:{customer_cart_id}",
+            customer_cart_id,
+            lines,
+        )
+        return {**await self._priced(result["cart"]), "skipped": result["skipped"]}
+
     async def _priced(self, snap: dict[str, Any]) -> dict[str, Any]:
         lines = [(line["sku"], line["quantity"]) for line in snap["lines"]]
         quotes = await self.quotes([sku for sku, _ in lines], require=True)

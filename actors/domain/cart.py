@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import heapq
 import re
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -80,6 +80,36 @@ class Cart:
             raise DomainError(
                 ErrorCode.CART_LINE_NOT_FOUND, f"cart has no line for sku {sku!r}", sku=sku
             )
+
+    def merge(
+        self, lines: Sequence[tuple[str, int]], limits: CartLimits, now: float
+    ) -> list[str]:
+        """Add another cart's lines (a guest cart at sign-in), capped at the limits.
+
+        Quantities of a SKU in both carts add up to at most the per-line limit; lines that
+        would pass the line limit are left out. Returns the SKUs not merged in full. All
+        input is checked before anything changes.
+        """
+        for sku, quantity in lines:
+            check_sku(sku)
+            check_quantity(quantity)
+        skipped: list[str] = []
+        changed = False
+        for sku, quantity in lines:
+            current = self.lines.get(sku)
+            if current is None and len(self.lines) >= limits.max_lines:
+                skipped.append(sku)
+                continue
+            wanted = (current or 0) + quantity
+            merged = min(wanted, limits.max_quantity_per_line)
+            if merged < wanted:
+                skipped.append(sku)
+            if merged != current:
+                self.lines[sku] = merged
+                changed = True
+        if changed:
+            self._touch(now)
+        return skipped
 
     def _touch(self, now: float) -> None:
         # Never move backwards: a clock step back on another host must not make an
