@@ -29,7 +29,7 @@ unit: $(STAMP)
 	$(PY) -m pytest tests/unit -q
 
 test: lint
-	$(PY) -m pytest -q -p no:cacheprovider
+	$(PY) -m pytest -q -p no:cacheprovider -rP
 
 bench: $(STAMP)
 	$(PY) -m benchmarks.cart_add

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import random
 import shutil
 import socket
 import tempfile
@@ -27,6 +28,20 @@ use_local_auth(_RUN_DIR)
 
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     shutil.rmtree(_RUN_DIR, ignore_errors=True)
+
+
+def direct_ingress_ports() -> dict[str, str]:
+    """Replica port ranges of a cluster's own. Serve's defaults (30000+, 40000+) are the same
+    for every cluster on the host, so a replica of one could take a port that another
+    cluster's HAProxy still routes to."""
+    http = random.randrange(20_000, 29_000, 100)
+    grpc = random.randrange(10_000, 19_000, 100)
+    return {
+        "RAY_SERVE_DIRECT_INGRESS_MIN_HTTP_PORT": str(http),
+        "RAY_SERVE_DIRECT_INGRESS_MAX_HTTP_PORT": str(http + 100),
+        "RAY_SERVE_DIRECT_INGRESS_MIN_GRPC_PORT": str(grpc),
+        "RAY_SERVE_DIRECT_INGRESS_MAX_GRPC_PORT": str(grpc + 100),
+    }
 
 
 def free_port() -> int:
@@ -102,6 +117,7 @@ def ray_cluster(seeded: Any, tmp_path_factory: pytest.TempPathFactory) -> Iterat
             "RAY_SERVE_HAPROXY_STATS_PORT": str(free_port()),
             "RAY_SERVE_HAPROXY_METRICS_PORT": str(free_port()),
             "RAY_USAGE_STATS_ENABLED": "0",
+            **direct_ingress_ports(),
         }
     )
     # address="local": a cluster of our own even when a developer's `feira up` is running.

@@ -20,7 +20,7 @@ import httpx
 import pytest
 
 from actors.kinds import ShardKind
-from tests.conftest import free_port
+from tests.conftest import direct_ingress_ports, free_port
 
 pytestmark = pytest.mark.e2e
 
@@ -54,6 +54,7 @@ def cli_env(data_dir: Path, haproxy_dir: str, http_port: int) -> dict[str, str]:
         "RAY_SERVE_HAPROXY_SERVER_STATE_FILE": f"{haproxy_dir}/server-state",
         "RAY_SERVE_HAPROXY_STATS_PORT": str(free_port()),
         "RAY_SERVE_HAPROXY_METRICS_PORT": str(free_port()),
+        **direct_ingress_ports(),
     }
     for name in ("RAY_AUTH_MODE", "RAY_AUTH_TOKEN_PATH", "RAY_ADDRESS"):
         env.pop(name, None)
