@@ -9,7 +9,6 @@ prefix per session, removed at the end with SCAN + UNLINK, never FLUSHALL.
 from __future__ import annotations
 
 import secrets
-import socket
 import subprocess
 import time
 from collections.abc import AsyncIterator
@@ -23,16 +22,11 @@ from redis.backoff import NoBackoff
 from redis.retry import Retry
 
 from storage.redis.client import RedisClient
+from tests.conftest import free_port
 
 URL_ENV = "FEIRA_TEST_REDIS_URL"
 LOCAL_URL = "redis://127.0.0.1:6379/0"
 START_TIMEOUT_S = 10.0
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def _probe(url: str, timeout_s: float = 0.5) -> redis.Redis:

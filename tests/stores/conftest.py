@@ -37,6 +37,7 @@ from storage.interfaces import PriceStore, StockStore
 from storage.postgres import PgPool, PgPriceStore, PgStockStore, apply_migrations
 from storage.sqlite.prices import SqlitePriceStore
 from storage.sqlite.stock import SqliteStockStore
+from tests.conftest import free_port
 
 ENV_URL = "FEIRA_TEST_POSTGRES_URL"
 LOCAL_DSNS = (
@@ -100,12 +101,6 @@ def port_answers(host: str, port: int) -> bool:
     with socket.socket() as s:
         s.settimeout(1)
         return s.connect_ex((host, port)) == 0
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def find_binary(name: str) -> str | None:
