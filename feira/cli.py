@@ -88,7 +88,7 @@ def cmd_up(args: argparse.Namespace) -> int:
             print(f"seeded the demo catalog: {written:,} products")
     ingress = choose_ingress(settings)
     started_ray = settings.ray_address is None
-    address = settings.ray_address or cluster.local_address(settings)
+    address = cluster.address(settings)
     session_dir = None
     if started_ray:
         previous = cluster.read_run_file(settings)
@@ -146,7 +146,7 @@ def _down(settings: Settings) -> int:
         print(f"stopped the local Ray cluster ({stopped} processes)")
     else:
         # A shared cluster: remove only Feira, leave other Serve apps and actors alone.
-        address = settings.ray_address or cluster.local_address(settings)
+        address = cluster.address(settings)
         if not cluster.reachable(address, settings):
             print(f"no running cluster at {address}")
         else:
@@ -168,8 +168,7 @@ def cmd_status(args: argparse.Namespace) -> int:
         use_local_auth(settings.data_dir)  # before the first import of ray
     from feira import cluster
 
-    run = cluster.read_run_file(settings)
-    address = (run or {}).get("address") or settings.ray_address or cluster.local_address(settings)
+    address = cluster.address(settings)
     if not cluster.reachable(address, settings):
         print(f"Feira is not running (no Ray cluster at {address})", file=sys.stderr)
         return 1

@@ -40,6 +40,11 @@ def local_address(settings: Settings) -> str:
     return f"127.0.0.1:{settings.ray_gcs_port}"
 
 
+def address(settings: Settings) -> str:
+    """The cluster Feira runs on: the configured one, else the local one `up` starts."""
+    return settings.ray_address or local_address(settings)
+
+
 RAY_TEMP_DIR = Path("/tmp/ray")
 
 
