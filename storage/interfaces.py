@@ -10,6 +10,9 @@ from storage.records import (
     ProductDoc,
     PromotionRecord,
     ReservationRecord,
+    SearchDoc,
+    SearchQuery,
+    SearchResult,
     StockRecord,
     StockWrite,
 )
@@ -28,7 +31,26 @@ class CatalogStore(Protocol):
         """Published products ordered by id; ``category`` matches a path prefix by segment."""
         ...
 
-    async def put_products(self, docs: Iterable[ProductDoc]) -> int: ...
+    async def list_merchant_products(
+        self, merchant_id: str, *, status: str | None, cursor: str | None, limit: int
+    ) -> tuple[list[ProductDoc], str | None]:
+        """One merchant's products in any status (or only ``status``), ordered by id."""
+        ...
+
+    async def put_products(self, docs: Iterable[ProductDoc]) -> int:
+        """Insert or replace whole documents. Each write takes the next change sequence
+        number, so ``changes_since`` sees it."""
+        ...
+
+    async def changes_since(self, after_seq: int, limit: int) -> list[tuple[int, ProductDoc]]:
+        """Products written after ``after_seq``, in sequence order, every status included:
+        the feed the search index follows. A product written twice appears once, at its
+        latest sequence number."""
+        ...
+
+    async def last_seq(self) -> int:
+        """The newest change sequence number, 0 when nothing was ever written."""
+        ...
 
     async def count_products(self) -> int: ...
 
@@ -66,6 +88,32 @@ class StockStore(Protocol):
 
     async def journal_for(self, sku: str) -> list[tuple[str, str, int]]:
         """(op_id, kind, quantity) for a SKU in write order; for audits and tests."""
+        ...
+
+    async def close(self) -> None: ...
+
+
+class SearchIndex(Protocol):
+    """Full-text product search. Writes become visible after ``refresh``."""
+
+    async def ensure_index(self) -> None:
+        """Create the index (mapping, analysers) if it does not exist."""
+        ...
+
+    async def upsert(self, docs: Sequence[SearchDoc]) -> int: ...
+
+    async def delete(self, product_ids: Sequence[str]) -> int: ...
+
+    async def refresh(self) -> None: ...
+
+    async def search(self, query: SearchQuery) -> SearchResult:
+        """Raises ValueError for a cursor this index did not issue for this query."""
+        ...
+
+    async def count(self) -> int: ...
+
+    async def clear(self) -> None:
+        """Drop every document (a rebuild starts here)."""
         ...
 
     async def close(self) -> None: ...

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from enum import StrEnum
 from typing import Any
 
 # A catalog product is a JSON document with a flexible schema. Required keys:
@@ -69,3 +70,75 @@ class StockWrite:
     upsert_reservations: tuple[ReservationRecord, ...]
     delete_reservations: tuple[str, ...]
     journal: tuple[StockChange, ...]
+
+
+# --- search ---------------------------------------------------------------------------
+
+
+class SortOrder(StrEnum):
+    RELEVANCE = "relevance"
+    PRICE_ASC = "price_asc"
+    PRICE_DESC = "price_desc"
+    NEWEST = "newest"
+
+
+@dataclass(frozen=True, slots=True)
+class SearchDoc:
+    """What the search index holds for one published product (built by
+    ``storage.search.documents.search_doc``). Only published products are indexed."""
+
+    id: str
+    title: str
+    description: str
+    brand: str
+    category: str  # path "a/b/c"; a filter on "a/b" matches it
+    attributes: tuple[tuple[str, str], ...]  # (name, value), sorted; also option values
+    price: int | None  # lowest variant price, minor units, in the index's currency
+    created_at: str  # ISO 8601 UTC, "...Z"
+    merchant_id: str
+    skus: tuple[str, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class SearchQuery:
+    """A validated search. Empty ``text`` matches every product (browse with filters).
+
+    Filters combine with AND; several values for one facet (brands, one attribute's
+    values) combine with OR. Facet counts are over the query with every filter applied.
+    """
+
+    text: str = ""
+    category: str | None = None
+    brands: tuple[str, ...] = ()
+    attributes: tuple[tuple[str, tuple[str, ...]], ...] = ()
+    min_price: int | None = None  # inclusive, minor units
+    max_price: int | None = None  # inclusive
+    sort: SortOrder = SortOrder.RELEVANCE
+    cursor: str | None = None  # opaque, from a previous SearchResult with the same query
+    limit: int = 20
+    facets: bool = True
+
+
+@dataclass(frozen=True, slots=True)
+class FacetValue:
+    value: str
+    count: int
+
+
+@dataclass(frozen=True, slots=True)
+class SearchHit:
+    id: str
+    score: float
+    title: str
+    brand: str
+    category: str
+    price: int | None
+
+
+@dataclass(frozen=True, slots=True)
+class SearchResult:
+    hits: list[SearchHit]
+    total: int  # matches for the query, capped by the backend's exact-count limit
+    # "brand", "category" (full paths) and "attr.<name>" -> values by count desc, then value
+    facets: dict[str, list[FacetValue]]
+    next_cursor: str | None  # None on the last page

@@ -29,6 +29,11 @@ class ErrorCode(StrEnum):
     SHARD_UNAVAILABLE = "shard_unavailable"
     SHARD_TIMEOUT = "shard_timeout"
     STORE_UNAVAILABLE = "store_unavailable"
+    SEARCH_UNAVAILABLE = "search_unavailable"
+    FORBIDDEN = "forbidden"
+    UNAUTHENTICATED = "unauthenticated"
+    PRODUCT_INVALID = "product_invalid"
+    PRODUCT_CONFLICT = "product_conflict"
 
 
 class DomainError(Exception):

@@ -1,16 +1,29 @@
-"""Catalog adapter: products as JSON documents plus the few columns queries need."""
+"""Catalog adapter: products as JSON documents plus the few columns queries need.
+
+The rules every catalog adapter keeps (validation, SKU ownership, the change sequence)
+are in ``storage.catalog_docs``. Here, the change sequence is a counter row updated in the
+same write transaction as the products, so numbers are handed out in commit order: a
+reader of ``changes_since`` can never see a number before a smaller one commits.
+"""
 
 from __future__ import annotations
 
-import base64
-import binascii
-import re
 import sqlite3
 from collections.abc import Iterable, Sequence
 from typing import Any
 
 import orjson
 
+from storage.catalog_docs import (
+    ProductRow,
+    check_category,
+    check_changes,
+    check_merchant,
+    page_after,
+    prepare,
+    sku_taken,
+)
+from storage.cursors import encode_cursor
 from storage.errors import StoreIntegrityError
 from storage.records import ProductDoc
 from storage.sqlite.connection import (
@@ -21,8 +34,6 @@ from storage.sqlite.connection import (
     chunked,
     immediate_transaction,
 )
-
-MAX_PAGE = 100
 
 MIGRATIONS = (
     Migration(
@@ -53,28 +64,45 @@ MIGRATIONS = (
             "CREATE INDEX IF NOT EXISTS product_skus_product ON product_skus (product_id)",
         ),
     ),
+    Migration(
+        2,
+        (
+            # The change feed: every write sets seq to the next number (see _put).
+            "ALTER TABLE products ADD COLUMN seq INTEGER",
+            # Rows written before the feed existed, numbered in first-insertion order.
+            "UPDATE products SET seq = rowid",
+            "CREATE UNIQUE INDEX IF NOT EXISTS products_seq ON products (seq)",
+            # The last number handed out. Kept apart from max(seq) so a number is never
+            # handed out twice, even after the product holding it is deleted.
+            """
+            CREATE TABLE IF NOT EXISTS change_counters (
+                name TEXT PRIMARY KEY,
+                value INTEGER NOT NULL
+            )
+            """,
+            """
+            INSERT INTO change_counters (name, value)
+            SELECT 'products', coalesce(max(seq), 0) FROM products
+            """,
+            "CREATE INDEX IF NOT EXISTS products_merchant ON products (merchant_id, id)",
+        ),
+    ),
 )
 
-_CURSOR = re.compile(r"[A-Za-z0-9_-]+")
-
-
-def encode_cursor(last_id: str) -> str:
-    return base64.urlsafe_b64encode(last_id.encode()).rstrip(b"=").decode("ascii")
-
-
-def decode_cursor(cursor: str) -> str:
-    if not _CURSOR.fullmatch(cursor):
-        raise ValueError(f"malformed cursor {cursor!r}: not a cursor returned by list_products")
-    try:
-        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
-        last_id = raw.decode()
-    except (binascii.Error, UnicodeDecodeError) as exc:
-        raise ValueError(
-            f"malformed cursor {cursor!r}: not a cursor returned by list_products"
-        ) from exc
-    if not last_id:
-        raise ValueError(f"malformed cursor {cursor!r}: empty position")
-    return last_id
+_UPSERT = """
+    INSERT INTO products (id, category, status, merchant_id, updated_at, doc, seq)
+    VALUES (?, ?, ?, ?, ?, ?, ?)
+    ON CONFLICT (id) DO UPDATE SET
+        category = excluded.category,
+        status = excluded.status,
+        merchant_id = excluded.merchant_id,
+        updated_at = excluded.updated_at,
+        doc = excluded.doc,
+        seq = excluded.seq
+"""
+_CLAIM_SKU = """
+    INSERT INTO product_skus (sku, product_id) VALUES (?, ?) ON CONFLICT (sku) DO NOTHING
+"""
 
 
 def _like_escape(text: str) -> str:
@@ -91,79 +119,94 @@ def _decode(product_id: str, doc: str) -> ProductDoc:
     return value
 
 
-def _text_field(doc: ProductDoc, key: str) -> str:
-    value = doc.get(key)
-    if not isinstance(value, str) or not value:
-        raise StoreIntegrityError(
-            f"product {doc.get('id')!r}: {key!r} must be a non-empty string, got {value!r}"
+def _last_per_id(rows: list[ProductRow]) -> list[ProductRow]:
+    """Only the last document of each id: the one that wins."""
+    last = {row.id: index for index, row in enumerate(rows)}
+    if len(last) == len(rows):
+        return rows
+    return [row for index, row in enumerate(rows) if last[row.id] == index]
+
+
+def _holders(conn: sqlite3.Connection, skus: list[str]) -> dict[str, str]:
+    found: dict[str, str] = {}
+    for chunk in chunked(skus, IN_CHUNK):
+        marks = ",".join("?" * len(chunk))
+        found.update(
+            conn.execute(f"SELECT sku, product_id FROM product_skus WHERE sku IN ({marks})", chunk)
         )
-    return value
+    return found
 
 
-def _skus(doc: ProductDoc, product_id: str) -> list[str]:
-    variants = doc.get("variants", [])
-    if not isinstance(variants, list):
-        raise StoreIntegrityError(f"product {product_id!r}: 'variants' must be a list")
-    skus: list[str] = []
-    for variant in variants:
-        sku = variant.get("sku") if isinstance(variant, dict) else None
-        if not isinstance(sku, str) or not sku:
-            raise StoreIntegrityError(f"product {product_id!r}: every variant needs a 'sku'")
-        skus.append(sku)
-    return skus
+def _claim_skus(
+    conn: sqlite3.Connection, rows: list[ProductRow], waiting: dict[str, list[str]]
+) -> None:
+    """Point the rows' SKUs at them. A SKU another product holds is not taken: the claim
+    waits in ``waiting`` (claimant -> SKUs) until the end of the call, because the holder
+    may still be rewritten without it later in the same call."""
+    if waiting:
+        for row in rows:
+            # Rewritten: what an earlier version of this product claimed no longer counts.
+            waiting.pop(row.id, None)
+    # Variants can be dropped on update; their SKUs must stop resolving.
+    for ids in chunked([row.id for row in rows], IN_CHUNK):
+        marks = ",".join("?" * len(ids))
+        conn.execute(f"DELETE FROM product_skus WHERE product_id IN ({marks})", ids)
+    claims = [(sku, row.id) for row in rows for sku in row.skus]
+    before = conn.total_changes
+    conn.executemany(_CLAIM_SKU, claims)
+    if conn.total_changes - before == len(claims):
+        return  # every SKU was free: the only case when seeding
+    holders = _holders(conn, [sku for sku, _ in claims])
+    for sku, product_id in claims:
+        if holders.get(sku) != product_id:
+            waiting.setdefault(product_id, []).append(sku)
 
 
-def _row(doc: ProductDoc) -> tuple[str, str, str, str, str, str]:
-    product_id = _text_field(doc, "id")
-    try:
-        text = orjson.dumps(doc).decode()
-    except orjson.JSONEncodeError as exc:
-        raise StoreIntegrityError(f"product {product_id!r}: not JSON-serialisable") from exc
-    return (
-        product_id,
-        _text_field(doc, "category"),
-        _text_field(doc, "status"),
-        _text_field(doc, "merchant_id"),
-        _text_field(doc, "updated_at"),
-        text,
-    )
+def _settle_claims(conn: sqlite3.Connection, waiting: dict[str, list[str]]) -> None:
+    for product_id, skus in waiting.items():
+        for sku in skus:
+            if conn.execute(_CLAIM_SKU, (sku, product_id)).rowcount == 0:
+                holder = conn.execute(
+                    "SELECT product_id FROM product_skus WHERE sku = ?", (sku,)
+                ).fetchone()[0]
+                raise sku_taken(sku, product_id, holder)
 
 
 def _put(conn: sqlite3.Connection, docs: Iterable[ProductDoc]) -> int:
+    # product_skus rows written here always point at a product upserted just before, in
+    # the same transaction: checking the foreign key for each would only cost time (the
+    # pragma is a no-op inside a transaction, so it is switched around it).
+    conn.execute("PRAGMA foreign_keys = OFF")
+    try:
+        return _put_all(conn, docs)
+    finally:
+        conn.execute("PRAGMA foreign_keys = ON")
+
+
+def _put_all(conn: sqlite3.Connection, docs: Iterable[ProductDoc]) -> int:
     written = 0
     with immediate_transaction(conn):
+        # Read and advanced under the write lock: numbers follow commit order.
+        seq = _last_seq(conn)
+        waiting: dict[str, list[str]] = {}
         for chunk in chunked(docs, WRITE_CHUNK):
-            rows = [_row(doc) for doc in chunk]
-            sku_rows = [
-                (sku, row[0])
-                for doc, row in zip(chunk, rows, strict=True)
-                for sku in _skus(doc, row[0])
-            ]
-            conn.executemany(
-                """
-                INSERT INTO products (id, category, status, merchant_id, updated_at, doc)
-                VALUES (?, ?, ?, ?, ?, ?)
-                ON CONFLICT (id) DO UPDATE SET
-                    category = excluded.category,
-                    status = excluded.status,
-                    merchant_id = excluded.merchant_id,
-                    updated_at = excluded.updated_at,
-                    doc = excluded.doc
-                """,
-                rows,
-            )
-            # Variants can be dropped on update; their SKUs must stop resolving.
-            conn.executemany(
-                "DELETE FROM product_skus WHERE product_id = ?", [(row[0],) for row in rows]
-            )
-            conn.executemany(
-                """
-                INSERT INTO product_skus (sku, product_id) VALUES (?, ?)
-                ON CONFLICT (sku) DO UPDATE SET product_id = excluded.product_id
-                """,
-                sku_rows,
-            )
+            rows = [prepare(doc) for doc in chunk]
             written += len(rows)
+            rows = _last_per_id(rows)
+            conn.executemany(
+                _UPSERT,
+                [
+                    (pid, category, status, merchant_id, updated_at, text, number)
+                    for number, (pid, category, status, merchant_id, updated_at, text, _) in (
+                        enumerate(rows, seq + 1)
+                    )
+                ],
+            )
+            seq += len(rows)
+            _claim_skus(conn, rows, waiting)
+        _settle_claims(conn, waiting)
+        if written:
+            conn.execute("UPDATE change_counters SET value = ? WHERE name = 'products'", (seq,))
     return written
 
 
@@ -189,33 +232,63 @@ def _for_sku(conn: sqlite3.Connection, sku: str) -> ProductDoc | None:
     return None if row is None else _decode(row[0], row[1])
 
 
-def _list(
-    conn: sqlite3.Connection, category: str | None, after: str, limit: int
+def _page(
+    conn: sqlite3.Connection, query: str, args: tuple[object, ...], limit: int
 ) -> tuple[list[ProductDoc], str | None]:
     # One extra row says whether another page exists, so the last page has no cursor.
-    fetch = limit + 1
-    if category is None:
-        rows = conn.execute(
-            """
-            SELECT id, doc FROM products
-            WHERE status = 'published' AND id > ?
-            ORDER BY id LIMIT ?
-            """,
-            (after, fetch),
-        ).fetchall()
-    else:
-        rows = conn.execute(
-            r"""
-            SELECT id, doc FROM products
-            WHERE status = 'published' AND id > ?
-              AND (category = ? OR category LIKE ? || '/%' ESCAPE '\')
-            ORDER BY id LIMIT ?
-            """,
-            (after, category, _like_escape(category), fetch),
-        ).fetchall()
+    rows = conn.execute(query, (*args, limit + 1)).fetchall()
     page = rows[:limit]
     next_cursor = encode_cursor(page[-1][0]) if len(rows) > limit else None
     return [_decode(product_id, doc) for product_id, doc in page], next_cursor
+
+
+def _list(
+    conn: sqlite3.Connection, category: str | None, after: str, limit: int
+) -> tuple[list[ProductDoc], str | None]:
+    if category is None:
+        query = """
+            SELECT id, doc FROM products
+            WHERE status = 'published' AND id > ?
+            ORDER BY id LIMIT ?
+        """
+        return _page(conn, query, (after,), limit)
+    query = r"""
+        SELECT id, doc FROM products
+        WHERE status = 'published' AND id > ?
+          AND (category = ? OR category LIKE ? || '/%' ESCAPE '\')
+        ORDER BY id LIMIT ?
+    """
+    return _page(conn, query, (after, category, _like_escape(category)), limit)
+
+
+def _list_merchant(
+    conn: sqlite3.Connection, merchant_id: str, status: str | None, after: str, limit: int
+) -> tuple[list[ProductDoc], str | None]:
+    # Walks products_merchant in id order; a status filter is tested on each row.
+    if status is None:
+        query = """
+            SELECT id, doc FROM products WHERE merchant_id = ? AND id > ?
+            ORDER BY id LIMIT ?
+        """
+        return _page(conn, query, (merchant_id, after), limit)
+    query = """
+        SELECT id, doc FROM products WHERE merchant_id = ? AND id > ? AND status = ?
+        ORDER BY id LIMIT ?
+    """
+    return _page(conn, query, (merchant_id, after, status), limit)
+
+
+def _changes(conn: sqlite3.Connection, after_seq: int, limit: int) -> list[tuple[int, ProductDoc]]:
+    rows = conn.execute(
+        "SELECT seq, id, doc FROM products WHERE seq > ? ORDER BY seq LIMIT ?",
+        (after_seq, limit),
+    ).fetchall()
+    return [(seq, _decode(product_id, doc)) for seq, product_id, doc in rows]
+
+
+def _last_seq(conn: sqlite3.Connection) -> int:
+    row = conn.execute("SELECT value FROM change_counters WHERE name = 'products'").fetchone()
+    return 0 if row is None else int(row[0])
 
 
 def _count(conn: sqlite3.Connection) -> int:
@@ -246,20 +319,27 @@ class SqliteCatalogStore:
     async def list_products(
         self, *, category: str | None, cursor: str | None, limit: int
     ) -> tuple[list[ProductDoc], str | None]:
-        if not 1 <= limit <= MAX_PAGE:
-            raise ValueError(f"limit must be between 1 and {MAX_PAGE}, got {limit}")
-        if category is not None:
-            category = category.strip("/")
-            if not category:
-                raise ValueError("category must be a non-empty path such as 'home/kitchen'")
-        # Ids are non-empty, so '' sorts before every one of them.
-        after = "" if cursor is None else decode_cursor(cursor)
-        return await self._db.run(_list, category, after, limit)
+        after = page_after(cursor, limit)
+        return await self._db.run(_list, check_category(category), after, limit)
+
+    async def list_merchant_products(
+        self, merchant_id: str, *, status: str | None, cursor: str | None, limit: int
+    ) -> tuple[list[ProductDoc], str | None]:
+        check_merchant(merchant_id, status)
+        after = page_after(cursor, limit)
+        return await self._db.run(_list_merchant, merchant_id, status, after, limit)
 
     async def put_products(self, docs: Iterable[ProductDoc]) -> int:
         # The iterable is consumed on the worker thread, inside the one transaction, so a
         # large generator is streamed in chunks instead of materialised.
         return await self._db.run(_put, docs)
+
+    async def changes_since(self, after_seq: int, limit: int) -> list[tuple[int, ProductDoc]]:
+        check_changes(after_seq, limit)
+        return await self._db.run(_changes, after_seq, limit)
+
+    async def last_seq(self) -> int:
+        return await self._db.run(_last_seq)
 
     async def count_products(self) -> int:
         """All stored products, drafts included."""
