@@ -2,22 +2,41 @@
 
 ``ensure_shards`` gets or creates the named, detached, restartable shard actors;
 ``ShardClient`` is a :class:`ShardRouter` whose shards are those actors.
+``ensure_change_hub`` and ``RayChangeBus`` do the same for the embedded cache-invalidation
+bus (:class:`actors.shells.ChangeHub`), and ``SearchIndexerClient`` for the one writer of
+the search index (:class:`actors.shells.SearchIndexer`).
 """
 
 from __future__ import annotations
 
 import asyncio
+from collections.abc import AsyncIterator
 from typing import Any
 
-from ray.exceptions import ActorUnavailableError, RayActorError
+from ray.exceptions import ActorUnavailableError, RayActorError, RayError
 
+from actors.change_log import Batch
 from actors.coalescer import Send
 from actors.domain.errors import DomainError, ErrorCode
+from actors.invalidation import (
+    DEFAULT_POLL_TIMEOUT_S,
+    Backoff,
+    CacheEvent,
+    Change,
+    poll_changes,
+)
 from actors.kinds import ShardKind, actor_name
 from actors.protocol import Op, Reply
 from actors.router import ShardRouter
-from actors.shells import SHELLS
+from actors.shells import (
+    CHANGE_HUB_NAME,
+    SEARCH_INDEXER_NAME,
+    SHELLS,
+    ChangeHub,
+    SearchIndexer,
+)
 from feira.settings import Settings
+from storage.errors import StoreUnavailable
 
 
 def shard_counts(settings: Settings) -> dict[ShardKind, int]:
@@ -28,26 +47,32 @@ def shard_counts(settings: Settings) -> dict[ShardKind, int]:
     }
 
 
+def _named(shell: Any, name: str, settings: Settings) -> Any:
+    """A named, detached, restartable actor class: get-or-create is safe when processes
+    race, since a loser of the creation race gets the winner's actor (``get_if_exists``).
+    ``max_concurrency`` bounds calls in flight: shard batches and long polls wait there."""
+    return shell.options(
+        name=name,
+        namespace=settings.namespace,
+        lifetime="detached",
+        get_if_exists=True,
+        max_restarts=-1,
+        max_task_retries=0,
+        num_cpus=0,
+        max_concurrency=1000,
+    )
+
+
 def ensure_shards(settings: Settings) -> dict[ShardKind, list[Any]]:
     """Get or create every shard actor. Needs a connected Ray driver or worker."""
     wire = settings.to_wire()
-    handles: dict[ShardKind, list[Any]] = {}
-    for kind, count in shard_counts(settings).items():
-        shell = SHELLS[kind.value]
-        handles[kind] = [
-            shell.options(
-                name=actor_name(kind, i),
-                namespace=settings.namespace,
-                lifetime="detached",
-                get_if_exists=True,
-                max_restarts=-1,
-                max_task_retries=0,
-                num_cpus=0,
-                max_concurrency=1000,
-            ).remote(wire, i)
+    return {
+        kind: [
+            _named(SHELLS[kind.value], actor_name(kind, i), settings).remote(wire, i)
             for i in range(count)
         ]
-    return handles
+        for kind, count in shard_counts(settings).items()
+    }
 
 
 def _sender(handle: Any) -> Send:
@@ -84,3 +109,148 @@ class ShardClient(ShardRouter):
         for (kind, _), report in zip(refs, reports, strict=True):
             out.setdefault(kind.value, []).append(report)
         return out
+
+
+# --- the search indexer --------------------------------------------------------------
+
+
+def ensure_search_indexer(settings: Settings) -> Any:
+    """Get or create the one search indexer of this namespace."""
+    return _named(SearchIndexer, SEARCH_INDEXER_NAME, settings).remote(settings.to_wire())
+
+
+class SearchIndexerClient:
+    """Asks the search indexer how far behind it is, or to rebuild."""
+
+    def __init__(self, handle: Any) -> None:
+        self._handle = handle
+
+    @classmethod
+    def connect(cls, settings: Settings) -> SearchIndexerClient:
+        return cls(ensure_search_indexer(settings))
+
+    async def ready(self, timeout_s: float = 2.0) -> dict[str, Any]:
+        try:
+            report: dict[str, Any] = await asyncio.wait_for(
+                self._handle.ready.remote(), timeout_s
+            )
+        except (TimeoutError, RayError) as error:
+            raise DomainError(
+                ErrorCode.SEARCH_UNAVAILABLE, f"the search indexer did not answer: {error}"
+            ) from error
+        return report
+
+    async def rebuild(self) -> int:
+        count: int = await self._handle.rebuild.remote()
+        return count
+
+
+# --- the embedded cache-invalidation bus ----------------------------------------------
+
+
+def ensure_change_hub(settings: Settings) -> Any:
+    """Get or create the change hub (one long poll per subscribed replica is always in
+    flight on it). Needs a connected Ray driver or worker."""
+    return _named(ChangeHub, CHANGE_HUB_NAME, settings).remote()
+
+
+HUB_BACKOFF = Backoff(0.05, 2.0)
+
+
+class RayChangeBus:
+    """:class:`~actors.invalidation.ChangeBus` over the :class:`~actors.shells.ChangeHub`
+    actor, for embedded mode (no Redis).
+
+    ``publish`` is one actor call (retried a few times: a repeated invalidation is
+    harmless). A subscription long-polls ``wait_since`` (``poll_timeout_s`` per call), so
+    an event reaches it one actor call after it is published. When the hub is unreachable
+    the subscription backs off and retries from where it was; a hub that restarted has a
+    new epoch and an empty log, so the subscriber is told to Reset. A handle whose actor
+    died for good (killed with ``no_restart=True``) is replaced by getting or creating the
+    hub again.
+    """
+
+    def __init__(
+        self,
+        settings: Settings,
+        handle: Any = None,
+        *,
+        poll_timeout_s: float = DEFAULT_POLL_TIMEOUT_S,
+        call_timeout_s: float = 5.0,
+        publish_attempts: int = 3,
+        backoff: Backoff = HUB_BACKOFF,
+    ) -> None:
+        if publish_attempts < 1:
+            raise ValueError("publish_attempts must be >= 1")
+        self._settings = settings
+        self._handle = handle
+        self._poll_timeout_s = poll_timeout_s
+        self._call_timeout_s = call_timeout_s
+        self._publish_attempts = publish_attempts
+        self._backoff = backoff
+        self._closing = asyncio.Event()
+
+    @classmethod
+    def connect(cls, settings: Settings, **options: Any) -> RayChangeBus:
+        """Get or create the hub now (a blocking call: use it where ``ensure_shards`` is)."""
+        return cls(settings, ensure_change_hub(settings), **options)
+
+    async def publish(self, event: CacheEvent) -> None:
+        last: StoreUnavailable | None = None
+        for attempt in range(1, self._publish_attempts + 1):
+            if self._closing.is_set():
+                raise StoreUnavailable("change hub bus is closed")
+            try:
+                await self._call("publish", self._call_timeout_s, event)
+                return
+            except StoreUnavailable as error:
+                last = error
+            if attempt < self._publish_attempts:
+                await asyncio.sleep(self._backoff.delay(attempt))
+        assert last is not None
+        raise last
+
+    def subscribe(self) -> AsyncIterator[Change]:
+        return poll_changes(
+            self._fetch,
+            poll_timeout_s=self._poll_timeout_s,
+            transient=(StoreUnavailable,),
+            backoff=self._backoff,
+            closing=self._closing,
+            source="change hub",
+        )
+
+    async def close(self) -> None:
+        self._closing.set()
+
+    async def _fetch(
+        self, epoch: str | None, after_seq: int, timeout_s: float
+    ) -> Batch[CacheEvent]:
+        batch: Batch[CacheEvent] = await self._call(
+            "wait_since", timeout_s + self._call_timeout_s, epoch, after_seq, timeout_s
+        )
+        return batch
+
+    async def _call(self, method: str, timeout_s: float, *args: Any) -> Any:
+        """One hub call; every way it can fail is StoreUnavailable."""
+        if self._handle is None:
+            try:
+                self._handle = await asyncio.to_thread(ensure_change_hub, self._settings)
+            except (RayError, ValueError) as error:
+                raise StoreUnavailable(f"change hub: cannot get or create: {error}") from error
+        handle = self._handle
+        try:
+            return await asyncio.wait_for(getattr(handle, method).remote(*args), timeout_s)
+        except ActorUnavailableError as error:
+            # Restarting or unreachable for now: the same handle works once it is back.
+            raise StoreUnavailable(f"change hub unavailable: {error}") from error
+        except RayActorError as error:
+            # Died. Restartable actors come back behind the same handle, but one killed for
+            # good does not: get (or create) it again before the next call.
+            if self._handle is handle:
+                self._handle = None
+            raise StoreUnavailable(f"change hub died: {error}") from error
+        except TimeoutError as error:
+            raise StoreUnavailable(
+                f"change hub did not answer {method} in {timeout_s:.1f} s"
+            ) from error

@@ -6,18 +6,22 @@ reloads what it needs from its store on first use.
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 import ray
 
 from actors.cart_service import CartService
+from actors.change_log import DEFAULT_CAPACITY, DEFAULT_MAX_EVENTS, Batch, ChangeLog
 from actors.domain.cart import CartLimits
+from actors.index_sync import FilePosition, IndexSync
+from actors.invalidation import CacheEvent
 from actors.inventory_service import InventoryService
 from actors.periodic import Periodic
 from actors.pricing_service import PricingService
 from actors.protocol import Op, Reply
 from feira.settings import Settings
-from feira.stores import open_configured_stores
+from feira.stores import open_configured_search, open_configured_stores, search_position_path
 
 
 @ray.remote
@@ -87,6 +91,116 @@ class PricingShard:
 
     async def ready(self) -> dict[str, Any]:
         return {"kind": "pricing", "index": self.index, "skus": self.service.book.size()}
+
+
+CHANGE_HUB_NAME = "feira-change-hub"
+
+
+@ray.remote
+class ChangeHub:
+    """The embedded cache-invalidation bus: a :class:`ChangeLog` that replicas long-poll.
+
+    One per namespace, named :data:`CHANGE_HUB_NAME`. A restart starts a new log with a new
+    epoch, so every subscriber is told to reset: nothing is checkpointed on purpose.
+    """
+
+    def __init__(self, capacity: int = DEFAULT_CAPACITY) -> None:
+        self.log: ChangeLog[CacheEvent] = ChangeLog(capacity)
+
+    async def publish(self, event: CacheEvent) -> int:
+        # Every subscriber would be handed whatever is stored here.
+        if not isinstance(event, CacheEvent):
+            raise TypeError(f"expected a CacheEvent, got {type(event).__name__}")
+        return self.log.append(event)
+
+    async def wait_since(
+        self,
+        epoch: str | None,
+        after_seq: int,
+        timeout_s: float,
+        max_events: int = DEFAULT_MAX_EVENTS,
+    ) -> Batch[CacheEvent]:
+        return await self.log.wait_since(epoch, after_seq, timeout_s, max_events)
+
+    async def ready(self) -> dict[str, Any]:
+        return {
+            "kind": "change-hub",
+            "epoch": self.log.epoch,
+            "latest_seq": self.log.latest_seq,
+            "capacity": self.log.capacity,
+        }
+
+
+SEARCH_INDEXER_NAME = "feira-search-indexer"
+
+
+@ray.remote
+class SearchIndexer:
+    """The one writer of the search index: follows the catalog's change feed.
+
+    One per namespace, named :data:`SEARCH_INDEXER_NAME`. Its loop starts on the first
+    call (replicas ping it), polls every ``search_sync_interval_ms`` and indexes until
+    caught up. The position is saved after each committed batch, so a restart re-indexes
+    at most one batch.
+    """
+
+    def __init__(self, settings: dict[str, Any]) -> None:
+        from ray.util.metrics import Gauge
+
+        s = Settings.from_wire(settings)
+        self.stores = open_configured_stores(s)
+        self.index = open_configured_search(s)
+        self.sync = IndexSync(
+            self.stores.catalog,
+            self.stores.prices,
+            self.index,
+            FilePosition(search_position_path(s)),
+            batch=s.search_sync_batch,
+        )
+        self.loop = Periodic("search-index-sync", s.search_sync_interval_ms / 1000, self._tick)
+        self.lag = Gauge(
+            "feira_search_index_lag_seconds",
+            "How long the oldest catalog change not yet searchable has waited",
+        )
+        self.pending = Gauge(
+            "feira_search_index_pending_changes", "Catalog changes not yet in the search index"
+        )
+        self.rebuilding = False
+        # The loop's catch-up and a rebuild must not interleave on the one IndexSync.
+        self.busy = asyncio.Lock()
+
+    async def _tick(self) -> None:
+        async with self.busy:
+            await self.sync.catch_up()
+        self._report()
+
+    def _report(self) -> None:
+        stats = self.sync.stats()
+        self.lag.set(stats.lag_s)
+        self.pending.set(stats.pending)
+
+    async def rebuild(self) -> int:
+        """Drop the index and index the whole catalog again; returns products indexed."""
+        self.loop.ensure_started()
+        async with self.busy:
+            self.rebuilding = True
+            try:
+                return await self.sync.rebuild()
+            finally:
+                self.rebuilding = False
+                self._report()
+
+    async def ready(self) -> dict[str, Any]:
+        self.loop.ensure_started()
+        stats = self.sync.stats()
+        return {
+            "kind": "search-indexer",
+            "indexed_seq": stats.indexed_seq,
+            "catalog_seq": stats.catalog_seq,
+            "pending": stats.pending,
+            "lag_s": round(stats.lag_s, 3),
+            "rebuilding": self.rebuilding,
+        }
 
 
 SHELLS: dict[str, Any] = {

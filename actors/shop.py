@@ -17,8 +17,8 @@ from actors.domain.errors import DomainError, ErrorCode
 from actors.domain.money import Money
 from actors.domain.pricing import Quote, price_lines
 from actors.kinds import ShardKind
-from storage.interfaces import CatalogStore
-from storage.records import ProductDoc
+from storage.interfaces import CatalogStore, SearchIndex
+from storage.records import ProductDoc, SearchQuery, SearchResult
 
 MAX_SKUS_PER_LOOKUP = 100
 RECOMMENDATIONS = 4
@@ -60,9 +60,11 @@ class Shop:
         catalog: CatalogStore,
         currency: str,
         limits: ShopLimits = ShopLimits(),
+        search_index: SearchIndex | None = None,
     ) -> None:
         self.shards = shards
         self.catalog = catalog
+        self.search_index = search_index
         self.currency = currency
         self.prices: TTLCache[dict[str, Any]] = TTLCache(
             limits.price_cache_size, limits.price_cache_ttl_s
@@ -74,6 +76,9 @@ class Shop:
         self.related: TTLCache[list[ProductDoc]] = TTLCache(
             limits.product_cache_size, limits.product_cache_ttl_s
         )
+        # Bumped by every invalidation. A read that started before one must not put what it
+        # read into a cache after it, or the stale value would come back for a whole TTL.
+        self.generation = 0
 
     # --- carts ------------------------------------------------------------------------
 
@@ -157,9 +162,11 @@ class Shop:
             else:
                 found[sku] = q
         if missing:
+            generation = self.generation
             fetched = await self.shards.fanout(ShardKind.PRICING, missing, "quote")
-            for sku, q in fetched.items():
-                self.prices.put(sku, q)
+            if generation == self.generation:
+                for sku, q in fetched.items():
+                    self.prices.put(sku, q)
             found.update(fetched)
         if require:
             for sku in skus:
@@ -179,13 +186,39 @@ class Shop:
     async def product(self, product_id: str) -> ProductDoc:
         doc = self.products.get(product_id)
         if doc is None:
+            generation = self.generation
             doc = await self.catalog.get_product(product_id)
             if doc is None or doc.get("status") != "published":
                 raise DomainError(
                     ErrorCode.PRODUCT_NOT_FOUND, f"no product {product_id!r}", product_id=product_id
                 )
-            self.products.put(product_id, doc)
+            if generation == self.generation:
+                self.products.put(product_id, doc)
         return doc
+
+    async def published_products(self, product_ids: Sequence[str]) -> dict[str, ProductDoc]:
+        """The published products among ``product_ids``, with one catalog call at most.
+
+        Same visibility and caching as :meth:`product`; unknown, draft and archived
+        products are simply absent.
+        """
+        found: dict[str, ProductDoc] = {}
+        missing: list[str] = []
+        for product_id in dict.fromkeys(product_ids):
+            doc = self.products.get(product_id)
+            if doc is None:
+                missing.append(product_id)
+            else:
+                found[product_id] = doc
+        if missing:
+            generation = self.generation
+            fetched = await self.catalog.get_products(missing)
+            for product_id, doc in fetched.items():
+                if doc.get("status") == "published":
+                    found[product_id] = doc
+                    if generation == self.generation:
+                        self.products.put(product_id, doc)
+        return found
 
     async def list_products(
         self, category: str | None, cursor: str | None, limit: int
@@ -204,16 +237,50 @@ class Shop:
         category = doc.get("category") or ""
         related = self.related.get(category)
         if related is None:
+            generation = self.generation
             related, _ = await self.catalog.list_products(
                 category=category or None, cursor=None, limit=RECOMMENDATIONS + 1
             )
-            self.related.put(category, related)
+            if generation == self.generation:
+                self.related.put(category, related)
         return {
             "product": doc,
             "prices": {s: _price_json(q) for s, q in quotes.items()},
             "stock": {s: stock.get(s, {}).get("available", 0) for s in skus},
             "recommendations": [p for p in related if p["id"] != product_id][:RECOMMENDATIONS],
         }
+
+    async def search(self, query: SearchQuery) -> SearchResult:
+        if self.search_index is None:
+            raise DomainError(
+                ErrorCode.SEARCH_UNAVAILABLE, "search is not configured on this replica"
+            )
+        try:
+            return await self.search_index.search(query)
+        except ValueError as error:
+            raise DomainError(ErrorCode.INVALID_ARGUMENT, str(error)) from error
+
+    # --- cache invalidation -------------------------------------------------------------
+
+    def invalidate_products(self, product_ids: Sequence[str]) -> None:
+        """A merchant changed these products: drop them, and every category's
+        recommendations (a change may move a product in or out of any of them)."""
+        self.generation += 1
+        for product_id in product_ids:
+            self.products.invalidate(product_id)
+        self.related.clear()
+
+    def invalidate_prices(self, skus: Sequence[str]) -> None:
+        self.generation += 1
+        for sku in skus:
+            self.prices.invalidate(sku)
+
+    def clear_caches(self) -> None:
+        """For when invalidations may have been missed (a bus reconnect)."""
+        self.generation += 1
+        self.products.clear()
+        self.related.clear()
+        self.prices.clear()
 
     def cache_stats(self) -> dict[str, int]:
         return {

@@ -1,8 +1,5 @@
-"""The whole HTTP surface in-process: real services and SQLite stores, no Ray, no network.
-
-The shards are reached through a ShardRouter whose transport calls the services directly,
-so routing, coalescing, dispatch, pricing and error mapping are the production code.
-"""
+"""The whole HTTP surface in-process (``tests.inprocess``): real services and SQLite
+stores, no Ray, no network."""
 
 from __future__ import annotations
 
@@ -13,47 +10,26 @@ from typing import Any
 import httpx
 import pytest
 
-from actors.cart_service import CartService
-from actors.domain.cart import CartLimits
-from actors.inventory_service import InventoryService
 from actors.kinds import ShardKind
-from actors.pricing_service import PricingService
 from actors.router import ShardRouter
-from actors.shop import Shop, ShopLimits
 from api.app import create_api
-from storage.demo import seed_stores
-from storage.factory import open_embedded_stores
+from tests.inprocess import build_inprocess
 
 
 @pytest.fixture(params=[True, False], ids=["fast-path", "fastapi-only"])
 async def api(
     tmp_path: Path, request: pytest.FixtureRequest
 ) -> AsyncIterator[tuple[httpx.AsyncClient, Any]]:
-    stores = open_embedded_stores(str(tmp_path))
-    await seed_stores(stores.catalog, stores.prices, stores.stock, 60, 7, "EUR", progress=False)
-    carts = [CartService(CartLimits(5, 10), 3600, 1000) for _ in range(2)]
-    stock = [InventoryService(stores.stock, 900, 1000) for _ in range(2)]
-    prices = [PricingService(stores.prices, "EUR", 1000) for _ in range(2)]
-    router = ShardRouter(
-        {
-            ShardKind.CART: [s.apply for s in carts],
-            ShardKind.INVENTORY: [s.apply for s in stock],
-            ShardKind.PRICING: [s.apply for s in prices],
-        },
-        max_batch=64,
-        max_inflight=2,
-        timeout_s=5,
-    )
-    shop = Shop(router, stores.catalog, "EUR", ShopLimits(price_cache_ttl_s=0))
+    run = await build_inprocess(tmp_path, 60)
 
     async def ready() -> dict[str, Any]:
-        return {"coalescing": router.stats()}
+        return {"coalescing": run.router.stats()}
 
-    app = create_api(shop, ready, fast_path=request.param)
+    app = create_api(run.shop, ready, fast_path=request.param)
     transport = httpx.ASGITransport(app=app)
     async with httpx.AsyncClient(transport=transport, base_url="http://feira") as client:
-        yield client, {"router": router, "prices": prices, "stores": stores}
-    await stores.close()
+        yield client, {"router": run.router, "prices": run.prices, "stores": run.stores}
+    await run.stores.close()
 
 
 async def skus_of(client: httpx.AsyncClient, n: int) -> list[str]:
