@@ -7,22 +7,41 @@ from typing import TYPE_CHECKING
 from fastapi import FastAPI
 from starlette.types import ASGIApp
 
+from actors.merchant import ChangeHook, MerchantCatalog, invalidating
 from api import problems
 from api.fastpath import FastPath
-from api.routes import bff, carts, catalog, health
+from api.graphql import graphql_router
+from api.merchant_auth import MerchantTokens
+from api.routes import bff, carts, catalog, health, merchant, search
 
 if TYPE_CHECKING:
     from actors.shop import Shop
     from api.routes.health import ReadyCheck
 
 
-def create_api(shop: Shop, ready_check: ReadyCheck, *, fast_path: bool = True) -> ASGIApp:
-    """The HTTP app; ``fast_path`` puts the lean router for hot routes in front of FastAPI."""
-    app = create_fastapi(shop, ready_check)
+def create_api(
+    shop: Shop,
+    ready_check: ReadyCheck,
+    *,
+    fast_path: bool = True,
+    merchant_tokens: MerchantTokens | None = None,
+    on_change: ChangeHook | None = None,
+    graphiql: bool = False,
+) -> ASGIApp:
+    """The HTTP app; ``fast_path`` puts the lean router for hot routes in front of FastAPI.
+
+    Without ``merchant_tokens`` the merchant API answers 401. ``on_change`` is told of
+    every merchant change after this replica's caches dropped it (to tell the others).
+    ``graphiql`` serves the GraphiQL IDE on GET /graphql.
+    """
+    app = create_fastapi(shop, ready_check, graphiql=graphiql)
+    app.state.merchant_tokens = merchant_tokens
+    hook = invalidating(shop, on_change) if on_change else invalidating(shop)
+    app.state.merchant = MerchantCatalog(shop.catalog, shop.shards, shop.currency, hook)
     return FastPath(app, shop) if fast_path else app
 
 
-def create_fastapi(shop: Shop, ready_check: ReadyCheck) -> FastAPI:
+def create_fastapi(shop: Shop, ready_check: ReadyCheck, *, graphiql: bool = False) -> FastAPI:
     app = FastAPI(
         title="Feira",
         version="0.1.0",
@@ -33,6 +52,8 @@ def create_fastapi(shop: Shop, ready_check: ReadyCheck) -> FastAPI:
     app.state.shop = shop
     app.state.ready_check = ready_check
     problems.install(app)
-    for router in (health.router, catalog.router, carts.router, bff.router):
+    routers = (health.router, catalog.router, search.router, carts.router, bff.router)
+    for router in (*routers, merchant.router):
         app.include_router(router)
+    app.include_router(graphql_router(shop, graphiql=graphiql), prefix="/graphql")
     return app

@@ -38,12 +38,24 @@ STATUS: dict[ErrorCode, int] = {
     ErrorCode.SHARD_UNAVAILABLE: 503,
     ErrorCode.STORE_UNAVAILABLE: 503,
     ErrorCode.SHARD_TIMEOUT: 504,
+    ErrorCode.SEARCH_UNAVAILABLE: 503,
+    ErrorCode.UNAUTHENTICATED: 401,
+    ErrorCode.FORBIDDEN: 403,
+    ErrorCode.PRODUCT_INVALID: 422,
+    ErrorCode.PRODUCT_CONFLICT: 409,
 }
 
-RETRYABLE = {ErrorCode.SHARD_UNAVAILABLE, ErrorCode.STORE_UNAVAILABLE, ErrorCode.SHARD_TIMEOUT}
+RETRYABLE = {
+    ErrorCode.SHARD_UNAVAILABLE,
+    ErrorCode.STORE_UNAVAILABLE,
+    ErrorCode.SHARD_TIMEOUT,
+    ErrorCode.SEARCH_UNAVAILABLE,
+}
 
 TITLES = {
     400: "Bad request",
+    401: "Unauthenticated",
+    403: "Forbidden",
     404: "Not found",
     405: "Method not allowed",
     409: "Conflict",
@@ -78,6 +90,8 @@ def problem(
 def domain_problem(error: DomainError, instance: str | None = None) -> Response:
     status = STATUS.get(error.code, 400)
     headers = {"Retry-After": "1"} if error.code in RETRYABLE else None
+    if status == 401:
+        headers = {"WWW-Authenticate": 'Bearer realm="feira"'}
     extra = {k: v for k, v in error.details.items() if k not in {"type", "status", "title"}}
     return problem(status, error.code.value, error.message, instance, headers, **extra)
 
