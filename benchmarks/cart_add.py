@@ -320,7 +320,7 @@ class SetupError(RuntimeError):
     pass
 
 
-async def _get_json(conn: Connection, method: str, path: str, expect: int) -> Any:
+async def get_json(conn: Connection, method: str, path: str, expect: int) -> Any:
     headers = _JSON if method == "POST" else {}
     body = b"" if method == "POST" else None
     response = await conn.request(method, path, body, headers, timeout_s=_SETUP_TIMEOUT_S)
@@ -336,7 +336,7 @@ async def fetch_skus(conn: Connection, want: int) -> list[str]:
     cursor: str | None = None
     for _ in range(_MAX_PRODUCT_PAGES):
         path = "/v1/products?limit=100" + (f"&cursor={quote(cursor, safe='')}" if cursor else "")
-        page = await _get_json(conn, "GET", path, 200)
+        page = await get_json(conn, "GET", path, 200)
         for product in page.get("items", []):
             for variant in product.get("variants", []):
                 if isinstance(variant.get("sku"), str):
@@ -357,7 +357,7 @@ async def create_carts(host: str, port: int, count: int) -> list[str]:
         try:
             while remaining > 0:
                 remaining -= 1
-                cart = await _get_json(conn, "POST", "/v1/carts", 201)
+                cart = await get_json(conn, "POST", "/v1/carts", 201)
                 ids.append(str(cart["id"]))
         finally:
             conn.close()
@@ -374,7 +374,7 @@ async def create_carts(host: str, port: int, count: int) -> list[str]:
 async def sample_readyz(conn: Connection, n: int) -> list[dict[str, Any]]:
     out = []
     for _ in range(n):
-        sample = await _get_json(conn, "GET", "/readyz", 200)
+        sample = await get_json(conn, "GET", "/readyz", 200)
         if isinstance(sample, dict):
             out.append(sample)
     return out
@@ -383,7 +383,7 @@ async def sample_readyz(conn: Connection, n: int) -> list[dict[str, Any]]:
 # --------------------------------------------------------------------------- main
 
 
-def _fmt_row(step: StepResult) -> str:
+def fmt_row(step: StepResult) -> str:
     return (
         f"{step.rate:>8g} {step.achieved_rps:>9.0f} {_ms(step.p50_s):>8} {_ms(step.p95_s):>8} "
         f"{_ms(step.p99_s):>8} {_ms(step.max_s):>9} {step.error_rate * 100:>8.2f} "
@@ -391,7 +391,7 @@ def _fmt_row(step: StepResult) -> str:
     )
 
 
-_HEADER = (
+STEP_HEADER = (
     f"{'offered':>8} {'achieved':>9} {'p50 ms':>8} {'p95 ms':>8} {'p99 ms':>8} {'max ms':>9} "
     f"{'errors%':>8} {'ops/call':>9} {'lag99ms':>8}  result"
 )
@@ -486,9 +486,9 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         after = await sample_readyz(readyz, args.readyz_samples)
         kinds = sorted({k for s in before + after for k in s.get("coalescing", {})})
         step.extra["coalescing"] = {kind: coalescing_delta(before, after, kind) for kind in kinds}
-        print(_fmt_row(step), flush=True)
+        print(fmt_row(step), flush=True)
 
-    print(_HEADER, flush=True)
+    print(STEP_HEADER, flush=True)
     try:
         sweep: Sweep = await step_rates(
             driver,

@@ -7,20 +7,41 @@ from typing import Any
 from ray import serve
 from starlette.types import ASGIApp
 
-from actors.client import ShardClient
+from actors.client import RayChangeBus, SearchIndexerClient, ShardClient
+from actors.domain.errors import DomainError
+from actors.invalidation import ChangeBus, Follower, publishing
+from actors.periodic import Periodic
 from actors.shop import Shop, ShopLimits
 from api.app import create_api
+from api.merchant_auth import MerchantTokens
+from feira.merchant_secret import merchant_token_secret
 from feira.settings import Settings
-from feira.stores import open_configured_stores
+from feira.stores import open_configured_search, open_configured_stores
 from storage.factory import Stores
+from storage.redis.changes import RedisChangeBus
+from storage.redis.client import RedisClient
+
+# Replicas ping the search indexer now and then: a restarted indexer starts its loop on
+# its first call, and nobody else calls it.
+INDEXER_PING_EVERY = 20
+
+
+def open_change_bus(s: Settings) -> ChangeBus:
+    if s.redis_url:
+        # A client of its own: the subscription holds one connection for good.
+        return RedisChangeBus(RedisClient(s.redis_url, prefix=s.redis_key_prefix))
+    return RayChangeBus.connect(s)
 
 
 @serve.ingress()
 class BffIngress:
     def __init__(self, settings: dict[str, Any]) -> None:
         s = Settings.from_wire(settings)
+        self.settings = s
         self.stores: Stores = open_configured_stores(s)
+        self.search = open_configured_search(s)
         self.client = ShardClient.connect(s)
+        self.indexer = SearchIndexerClient.connect(s)
         self.shop = Shop(
             self.client,
             self.stores.catalog,
@@ -31,14 +52,38 @@ class BffIngress:
                 product_cache_size=s.product_cache_size,
                 product_cache_ttl_s=s.product_cache_ttl_ms / 1000,
             ),
+            search_index=self.search,
         )
+        self.changes = open_change_bus(s)
+        self.follower = Follower(self.changes, self.shop)
+        self.search_refresh = Periodic(
+            "search-refresh", s.search_sync_interval_ms / 1000, self._refresh_search
+        )
+        self._ticks = 0
+
+    async def _refresh_search(self) -> None:
+        self._ticks += 1
+        if self._ticks % INDEXER_PING_EVERY == 1:
+            await self.indexer.ready()
+        # Elasticsearch shows its own writes to every client; a Tantivy directory is
+        # reloaded by each reader to see the indexer's commits.
+        if self.settings.elasticsearch_url is None:
+            await self.search.refresh()
 
     async def __serve_build_asgi_app__(self) -> ASGIApp:
         # Before the app exists no request can reach a store. Idempotent and serialised by
         # an advisory lock, so every replica may run it and `serve deploy` without
         # `feira migrate` still gets its schema.
         await self.stores.migrate()
-        return create_api(self.shop, self.ready)
+        self.follower.start()
+        self.search_refresh.ensure_started()
+        return create_api(
+            self.shop,
+            self.ready,
+            merchant_tokens=MerchantTokens(merchant_token_secret(self.settings)),
+            on_change=publishing(self.changes),
+            graphiql=self.settings.environment == "development",
+        )
 
     async def ready(self) -> dict[str, Any]:
         shards = await self.client.ready()
@@ -46,6 +91,20 @@ class BffIngress:
         return {
             "shards": {kind: len(reports) for kind, reports in shards.items()},
             "products": products,
+            "search": await self._indexer_report(),
+            "invalidation": self.follower.stats.to_json(),
             "coalescing": self.client.stats(),
             "cache": self.shop.cache_stats(),
         }
+
+    async def _indexer_report(self) -> dict[str, Any]:
+        # Search reads do not go through the indexer: a slow indexer makes search stale,
+        # not the replica unready.
+        try:
+            return await self.indexer.ready()
+        except DomainError as error:
+            return {"error": error.message}
+
+    async def __del__(self) -> None:
+        # Serve awaits an async __del__ when it stops a replica.
+        await self.follower.stop()

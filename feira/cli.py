@@ -43,6 +43,47 @@ def _seed(settings: Settings, products: int, *, only_if_empty: bool) -> int:
     return asyncio.run(run())
 
 
+def _index(settings: Settings, *, rebuild: bool) -> int:
+    """Bring the search index up to the catalog in this process, with a progress bar.
+    Only while no indexer runs: a Tantivy directory has one writer at a time."""
+    from tqdm import tqdm
+
+    from actors.index_sync import FilePosition, IndexSync
+    from feira.stores import open_configured_search, open_configured_stores, search_position_path
+
+    async def run() -> int:
+        stores = open_configured_stores(settings)
+        index = open_configured_search(settings)
+        sync = IndexSync(
+            stores.catalog,
+            stores.prices,
+            index,
+            FilePosition(search_position_path(settings)),
+            batch=settings.search_sync_batch,
+        )
+        try:
+            await sync.start()
+            behind = await stores.catalog.last_seq() - (0 if rebuild else sync.stats().indexed_seq)
+            with tqdm(total=max(behind, 0), unit="changes", desc="search index") as bar:
+                if rebuild:
+                    return await sync.rebuild(bar.update)
+                return await sync.catch_up(bar.update)
+        finally:
+            await index.close()
+            await stores.close()
+
+    return asyncio.run(run())
+
+
+def _cluster_running(settings: Settings) -> bool:
+    if settings.ray_address is None:
+        use_local_auth(settings.data_dir)  # before the first import of ray
+    from feira import cluster
+
+    run = cluster.read_run_file(settings)
+    return run is not None and cluster.reachable(cluster.address(settings), settings)
+
+
 def cmd_seed(args: argparse.Namespace) -> int:
     settings = _settings()
     settings.data_dir.mkdir(parents=True, exist_ok=True)
@@ -50,6 +91,29 @@ def cmd_seed(args: argparse.Namespace) -> int:
     written = _seed(settings, args.products, only_if_empty=False)
     took = time.monotonic() - started
     print(f"seeded {written:,} products into {settings.data_dir} in {took:.1f} s")
+    if _cluster_running(settings):
+        print("Feira is running: its search indexer picks the new products up by itself")
+        return 0
+    started = time.monotonic()
+    indexed = _index(settings, rebuild=False)
+    print(f"indexed {indexed:,} catalog changes for search in {time.monotonic() - started:.1f} s")
+    return 0
+
+
+def cmd_reindex(args: argparse.Namespace) -> int:
+    settings = _settings()
+    started = time.monotonic()
+    if _cluster_running(settings):
+        from actors.client import SearchIndexerClient
+        from feira import cluster
+
+        cluster.connect(cluster.address(settings), settings)
+        print("asking the running search indexer to rebuild the index ...")
+        count = asyncio.run(SearchIndexerClient.connect(settings).rebuild())
+    else:
+        count = _index(settings, rebuild=True)
+    print(f"rebuilt the search index from {count:,} catalog changes "
+          f"in {time.monotonic() - started:.1f} s")
     return 0
 
 
@@ -86,6 +150,9 @@ def cmd_up(args: argparse.Namespace) -> int:
         written = _seed(settings, settings.demo_products, only_if_empty=True)
         if written:
             print(f"seeded the demo catalog: {written:,} products")
+    if not _cluster_running(settings):
+        # Before the indexer starts: the index is then complete when the API comes up.
+        _index(settings, rebuild=False)
     ingress = choose_ingress(settings)
     started_ray = settings.ray_address is None
     address = cluster.address(settings)
@@ -192,6 +259,27 @@ def cmd_status(args: argparse.Namespace) -> int:
     return 0 if healthy and apps else 1
 
 
+def cmd_merchant_token(args: argparse.Namespace) -> int:
+    from api.merchant_auth import MerchantTokens
+    from feira.merchant_secret import merchant_token_secret
+
+    settings = _settings()
+    if args.days < 1:
+        raise SystemExit("--days must be at least 1")
+    tokens = MerchantTokens(merchant_token_secret(settings))
+    try:
+        token = tokens.issue(args.merchant_id, ttl_s=args.days * 24 * 3600)
+    except ValueError as error:
+        raise SystemExit(str(error)) from error
+    print(token)
+    print(
+        f"valid {args.days} days for merchant {args.merchant_id}; send it as "
+        "'Authorization: Bearer <token>'",
+        file=sys.stderr,
+    )
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="feira", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -212,6 +300,16 @@ def build_parser() -> argparse.ArgumentParser:
         "--products", type=int, default=Settings.model_fields["demo_products"].default
     )
     seed.set_defaults(func=cmd_seed)
+    reindex = sub.add_parser(
+        "reindex", help="rebuild the search index from the catalog (with a progress bar)"
+    )
+    reindex.set_defaults(func=cmd_reindex)
+    token = sub.add_parser(
+        "merchant-token", help="issue a token for the merchant API (printed on stdout)"
+    )
+    token.add_argument("merchant_id", help="e.g. m-001 (the demo catalog has m-001 to m-005)")
+    token.add_argument("--days", type=int, default=30, help="how long it stays valid")
+    token.set_defaults(func=cmd_merchant_token)
     return parser
 
 

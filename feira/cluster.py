@@ -20,6 +20,7 @@ from ray import serve
 
 from actors.client import shard_counts
 from actors.kinds import actor_name
+from actors.shells import CHANGE_HUB_NAME, SEARCH_INDEXER_NAME
 from deployments.builder import APP_NAME, bind
 from feira.ingress import IngressChoice
 from feira.ray_auth import use_local_auth
@@ -194,7 +195,8 @@ def _shard_names(settings: Settings) -> list[str]:
 
 
 def remove_shards(settings: Settings) -> None:
-    for name in _shard_names(settings):
+    """Kill Feira's detached actors: the shards, the change hub and the search indexer."""
+    for name in [*_shard_names(settings), CHANGE_HUB_NAME, SEARCH_INDEXER_NAME]:
         try:
             handle = ray.get_actor(name, namespace=settings.namespace)
         except ValueError:
@@ -216,7 +218,8 @@ def shard_reports(settings: Settings, timeout_s: float = 5.0) -> list[dict[str, 
         return {"name": name, "state": "ready", **report}
 
     async def gather() -> list[dict[str, Any]]:
-        return list(await asyncio.gather(*(one(n) for n in _shard_names(settings))))
+        names = [*_shard_names(settings), CHANGE_HUB_NAME, SEARCH_INDEXER_NAME]
+        return list(await asyncio.gather(*(one(n) for n in names)))
 
     return asyncio.run(gather())
 

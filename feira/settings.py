@@ -9,7 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import Field, field_validator
+from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 REDIS_DEFAULT_PORT = 6379
@@ -37,6 +37,24 @@ class Settings(BaseSettings):
     # Cart write-behind to Redis: a change reaches Redis at most this late; 0 writes it
     # before the reply.
     cart_checkpoint_lag_ms: int = Field(50, ge=0, le=60_000)
+
+    # Catalog and search: unset URLs mean the embedded SQLite catalog and Tantivy index
+    # under data_dir.
+    mongo_url: str | None = Field(None, pattern=r"^mongodb(\+srv)?://")
+    mongo_database: str = Field("feira", pattern=r"^[A-Za-z0-9_-]{1,63}$")
+    elasticsearch_url: str | None = Field(None, pattern=r"^https?://")
+    elasticsearch_index: str = Field("feira-products", pattern=r"^[a-z0-9][a-z0-9_-]{0,99}$")
+    # The search index follows the catalog's change feed: polled this often, indexed in
+    # batches of this many changes. Search lags the catalog by about one interval plus
+    # one batch's indexing time.
+    search_sync_interval_ms: int = Field(250, ge=10, le=60_000)
+    search_sync_batch: int = Field(1_000, ge=1, le=10_000)
+
+    # development: GraphiQL at /graphql. production: no GraphiQL.
+    environment: Literal["development", "production"] = "development"
+    # Signs merchant tokens (`feira merchant-token`). Unset: a random secret kept in
+    # data_dir/merchant-token-secret, created on first use. At least 32 characters.
+    merchant_token_secret: SecretStr | None = Field(None, min_length=32)
 
     http_host: str = "127.0.0.1"
     http_port: int = Field(8000, ge=1, le=65535)
@@ -90,7 +108,11 @@ class Settings(BaseSettings):
         return port
 
     def to_wire(self) -> dict[str, Any]:
-        return self.model_dump(mode="json")
+        # Secrets travel in clear to the cluster's own actors and replicas only.
+        wire = self.model_dump(mode="json")
+        if self.merchant_token_secret is not None:
+            wire["merchant_token_secret"] = self.merchant_token_secret.get_secret_value()
+        return wire
 
     @classmethod
     def from_wire(cls, data: dict[str, Any]) -> Settings:

@@ -8,10 +8,13 @@ import os
 from dataclasses import dataclass, field
 
 from storage.carts import CartCheckpointStore
-from storage.interfaces import CatalogStore, PriceStore, StockStore
+from storage.interfaces import CatalogStore, PriceStore, SearchIndex, StockStore
+from storage.mongo.catalog import MongoCatalogStore
 from storage.postgres import PgPool, PgPriceStore, PgStockStore, apply_migrations
 from storage.redis.carts import RedisCartCheckpoints
 from storage.redis.client import RedisClient
+from storage.search.elastic import ElasticSearchIndex
+from storage.search.tantivy_index import TantivySearchIndex
 from storage.sqlite.catalog import SqliteCatalogStore
 from storage.sqlite.prices import SqlitePriceStore
 from storage.sqlite.stock import SqliteStockStore
@@ -20,6 +23,7 @@ CATALOG_FILE = "catalog.db"
 # Prices and stock live together: both are small, hot rows written by actors, and one
 # file keeps the number of WAL files and fsyncs per process down.
 LEDGER_FILE = "ledger.db"
+SEARCH_DIR = "search"
 
 
 @dataclass(frozen=True, slots=True)
@@ -55,11 +59,17 @@ def open_stores(
     postgres_url: str | None = None,
     redis_url: str | None = None,
     redis_prefix: str = "feira:",
+    mongo_url: str | None = None,
+    mongo_database: str = "feira",
 ) -> Stores:
     """Build the stores; no file or connection is opened until a store is first used."""
     os.makedirs(data_dir, exist_ok=True)
     ledger = os.path.join(data_dir, LEDGER_FILE)
-    catalog = SqliteCatalogStore(os.path.join(data_dir, CATALOG_FILE))
+    catalog: CatalogStore = (
+        MongoCatalogStore(mongo_url, mongo_database)
+        if mongo_url
+        else SqliteCatalogStore(os.path.join(data_dir, CATALOG_FILE))
+    )
     pool = PgPool(postgres_url) if postgres_url else None
     redis = RedisClient(redis_url, prefix=redis_prefix) if redis_url else None
     return Stores(
@@ -74,3 +84,13 @@ def open_stores(
 
 def open_embedded_stores(data_dir: str) -> Stores:
     return open_stores(data_dir)
+
+
+def open_search_index(
+    data_dir: str, *, elasticsearch_url: str | None = None, index: str = "feira-products"
+) -> SearchIndex:
+    """Elasticsearch when its URL is given, else the Tantivy index under ``data_dir``.
+    Any number of processes may search a Tantivy directory; only one may write it."""
+    if elasticsearch_url:
+        return ElasticSearchIndex(elasticsearch_url, index)
+    return TantivySearchIndex(os.path.join(data_dir, SEARCH_DIR))

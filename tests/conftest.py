@@ -72,24 +72,37 @@ def settings(data_dir: Path, pg_database: str, redis_url: str, session_prefix: s
         http_port=free_port(),
         demo_products=TEST_PRODUCTS,
         reservation_sweep_interval_ms=200,
-        price_cache_ttl_ms=0,
+        # Long cache TTLs and two replicas: a merchant's change must reach every replica
+        # through invalidation, not by expiry.
+        price_cache_ttl_ms=60_000,
+        product_cache_ttl_ms=60_000,
+        bff_replicas=2,
+        search_sync_interval_ms=100,
     )
 
 
 @pytest.fixture(scope="session")
 def seeded(settings: Any) -> Any:
-    from feira.stores import open_configured_stores
+    from actors.index_sync import FilePosition, IndexSync
+    from feira.stores import open_configured_search, open_configured_stores, search_position_path
     from storage.demo import seed_stores
 
     async def run() -> None:
         stores = open_configured_stores(settings)
+        index = open_configured_search(settings)
         try:
             await stores.migrate()
             await seed_stores(
                 stores.catalog, stores.prices, stores.stock, TEST_PRODUCTS, 7, "EUR",
                 progress=False,
             )
+            # As `feira up` does: the index is complete before the indexer actor starts.
+            sync = IndexSync(
+                stores.catalog, stores.prices, index, FilePosition(search_position_path(settings))
+            )
+            await sync.catch_up()
         finally:
+            await index.close()
             await stores.close()
 
     asyncio.run(run())

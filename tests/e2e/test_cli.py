@@ -73,13 +73,20 @@ async def test_up_status_down(tmp_path: Path, shard_client: Any) -> None:
         assert "Ingress" in up.stdout
         async with httpx.AsyncClient(timeout=30) as client:
             cart = await client.post(f"http://127.0.0.1:{http_port}/v1/carts")
+            # `up` indexed the demo catalog before the API came up.
+            found = await client.get(f"http://127.0.0.1:{http_port}/v1/search?limit=1")
         assert cart.status_code == 201
+        assert found.json()["total"] == 37  # the demo's first 40 products hold 3 drafts
 
         status = await asyncio.to_thread(run, ["status", "--json"], env, 120)
         assert status.returncode == 0, status.stdout + status.stderr
         report = json.loads(status.stdout)
         assert report["applications"]["feira"]["status"] == "RUNNING"
-        assert [s["state"] for s in report["shards"]] == ["ready"] * 3
+        assert [s["state"] for s in report["shards"]] == ["ready"] * 5
+        assert {s["name"] for s in report["shards"]} >= {
+            "feira-change-hub",
+            "feira-search-indexer",
+        }
     finally:
         down = await asyncio.to_thread(run, ["down"], env, 120)
         shutil.rmtree(haproxy_dir, ignore_errors=True)
