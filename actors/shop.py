@@ -36,6 +36,8 @@ class ShopLimits:
     price_cache_ttl_s: float = 1.0
     product_cache_size: int = 20_000
     product_cache_ttl_s: float = 30.0
+    # Availability shown on product pages only; carts and checkout always ask the shards.
+    page_stock_ttl_s: float = 0.5
 
 
 def new_cart_id() -> str:
@@ -75,6 +77,9 @@ class Shop:
         # Recommendations per category: the same few products for every page of a category.
         self.related: TTLCache[list[ProductDoc]] = TTLCache(
             limits.product_cache_size, limits.product_cache_ttl_s
+        )
+        self.page_stock: TTLCache[dict[str, int]] = TTLCache(
+            limits.price_cache_size, limits.page_stock_ttl_s
         )
         # Bumped by every invalidation. A read that started before one must not put what it
         # read into a cache after it, or the stale value would come back for a whole TTL.
@@ -181,6 +186,24 @@ class Shop:
         _check_sku_count(skus)
         return await self.shards.fanout(ShardKind.INVENTORY, list(skus), "stock")
 
+    async def _page_stock(self, skus: Sequence[str]) -> dict[str, dict[str, int]]:
+        """Stock for display, up to ``page_stock_ttl_s`` old: a warm product page is then
+        answered from memory alone."""
+        found: dict[str, dict[str, int]] = {}
+        missing = []
+        for sku in skus:
+            level = self.page_stock.get(sku)
+            if level is None:
+                missing.append(sku)
+            else:
+                found[sku] = level
+        if missing:
+            fetched = await self.stock(missing)
+            for sku, level in fetched.items():
+                self.page_stock.put(sku, level)
+            found.update(fetched)
+        return found
+
     # --- catalog ----------------------------------------------------------------------
 
     async def product(self, product_id: str) -> ProductDoc:
@@ -233,7 +256,7 @@ class Shop:
         doc = await self.product(product_id)
         skus = [v["sku"] for v in doc.get("variants", [])]
         quotes = await self.quotes(skus)
-        stock = await self.stock(skus) if skus else {}
+        stock = await self._page_stock(skus) if skus else {}
         category = doc.get("category") or ""
         related = self.related.get(category)
         if related is None:

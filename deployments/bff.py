@@ -51,6 +51,7 @@ class BffIngress:
                 price_cache_ttl_s=s.price_cache_ttl_ms / 1000,
                 product_cache_size=s.product_cache_size,
                 product_cache_ttl_s=s.product_cache_ttl_ms / 1000,
+                page_stock_ttl_s=s.page_stock_cache_ttl_ms / 1000,
             ),
             search_index=self.search,
         )

@@ -90,6 +90,8 @@ class Settings(BaseSettings):
     price_cache_size: int = Field(100_000, ge=0)
     product_cache_ttl_ms: int = Field(30_000, ge=0)
     product_cache_size: int = Field(20_000, ge=0)
+    # Stock shown on product pages may be this old; carts and checkout ask the shards.
+    page_stock_cache_ttl_ms: int = Field(500, ge=0, le=60_000)
 
     demo_products: int = Field(2_000, ge=0)
     demo_seed: int = 7

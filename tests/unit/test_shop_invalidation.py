@@ -7,6 +7,7 @@ import asyncio
 from pathlib import Path
 from typing import Any
 
+from actors.kinds import ShardKind
 from actors.shop import ShopLimits
 from tests.inprocess import build_inprocess
 
@@ -73,4 +74,20 @@ async def test_invalidations_drop_exactly_what_changed(tmp_path: Path) -> None:
     assert len(shop.related) == 0
     shop.clear_caches()
     assert shop.products.get("p-0000002") is None
+    await run.stores.close()
+
+
+async def test_product_page_stock_is_cached_briefly(tmp_path: Path) -> None:
+    run = await build_inprocess(
+        tmp_path, 5, ShopLimits(price_cache_ttl_s=60, product_cache_ttl_s=60, page_stock_ttl_s=60)
+    )
+    shop = run.shop
+    first = await shop.product_page("p-0000001")
+    sku = first["product"]["variants"][0]["sku"]
+    await shop.shards.call(ShardKind.INVENTORY, sku, "set_on_hand", "op-page-1", sku, 3)
+    # The page may show the older figure for the TTL; a cart-side read is live.
+    assert (await shop.product_page("p-0000001"))["stock"][sku] == first["stock"][sku]
+    assert (await shop.stock([sku]))[sku]["available"] == 3
+    shop.page_stock.clear()
+    assert (await shop.product_page("p-0000001"))["stock"][sku] == 3
     await run.stores.close()
