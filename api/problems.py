@@ -43,6 +43,20 @@ STATUS: dict[ErrorCode, int] = {
     ErrorCode.FORBIDDEN: 403,
     ErrorCode.PRODUCT_INVALID: 422,
     ErrorCode.PRODUCT_CONFLICT: 409,
+    ErrorCode.ORDER_NOT_FOUND: 404,
+    ErrorCode.ORDER_CONFLICT: 409,
+    ErrorCode.IDEMPOTENCY_MISMATCH: 422,
+    ErrorCode.PAYMENT_DECLINED: 402,
+    ErrorCode.PAYMENT_FAILED: 502,
+    ErrorCode.PAYMENT_TIMEOUT: 504,
+    ErrorCode.PAYMENT_TOKEN_INVALID: 422,
+    ErrorCode.PAYMENT_AMOUNT_INVALID: 422,
+    ErrorCode.PAYMENT_NOT_FOUND: 404,
+    ErrorCode.PAYMENT_STATE_CONFLICT: 409,
+    ErrorCode.CARD_DATA_FORBIDDEN: 422,
+    # 400, not 401: a webhook sender has no credentials to offer (no WWW-Authenticate).
+    ErrorCode.WEBHOOK_SIGNATURE_INVALID: 400,
+    ErrorCode.WEBHOOK_PAYLOAD_INVALID: 400,
 }
 
 RETRYABLE = {
@@ -50,6 +64,8 @@ RETRYABLE = {
     ErrorCode.STORE_UNAVAILABLE,
     ErrorCode.SHARD_TIMEOUT,
     ErrorCode.SEARCH_UNAVAILABLE,
+    ErrorCode.PAYMENT_FAILED,
+    ErrorCode.PAYMENT_TIMEOUT,
 }
 
 TITLES = {
@@ -63,6 +79,9 @@ TITLES = {
     500: "Internal server error",
     503: "Service unavailable",
     504: "Gateway timeout",
+    402: "Payment required",
+    413: "Content too large",
+    502: "Bad gateway",
 }
 
 

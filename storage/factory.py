@@ -8,14 +8,16 @@ import os
 from dataclasses import dataclass, field
 
 from storage.carts import CartCheckpointStore
-from storage.interfaces import CatalogStore, PriceStore, SearchIndex, StockStore
+from storage.interfaces import CatalogStore, OrderStore, PriceStore, SearchIndex, StockStore
 from storage.mongo.catalog import MongoCatalogStore
 from storage.postgres import PgPool, PgPriceStore, PgStockStore, apply_migrations
+from storage.postgres.orders import PgOrderStore
 from storage.redis.carts import RedisCartCheckpoints
 from storage.redis.client import RedisClient
 from storage.search.elastic import ElasticSearchIndex
 from storage.search.tantivy_index import TantivySearchIndex
 from storage.sqlite.catalog import SqliteCatalogStore
+from storage.sqlite.orders import SqliteOrderStore
 from storage.sqlite.prices import SqlitePriceStore
 from storage.sqlite.stock import SqliteStockStore
 
@@ -31,6 +33,7 @@ class Stores:
     catalog: CatalogStore
     prices: PriceStore
     stock: StockStore
+    orders: OrderStore
     # None in embedded mode: carts then live in shard memory only.
     carts: CartCheckpointStore | None = None
     pg_pool: PgPool | None = field(default=None, repr=False)
@@ -42,7 +45,12 @@ class Stores:
 
     async def close(self) -> None:
         """Close every store, even if one fails; the first failure is re-raised."""
-        closing = [self.catalog.close(), self.prices.close(), self.stock.close()]
+        closing = [
+            self.catalog.close(),
+            self.prices.close(),
+            self.stock.close(),
+            self.orders.close(),
+        ]
         if self.carts is not None:
             closing.append(self.carts.close())
         results = await asyncio.gather(*closing, return_exceptions=True)
@@ -76,6 +84,7 @@ def open_stores(
         catalog=catalog,
         prices=PgPriceStore(pool) if pool else SqlitePriceStore(ledger),
         stock=PgStockStore(pool) if pool else SqliteStockStore(ledger),
+        orders=PgOrderStore(pool) if pool else SqliteOrderStore(ledger),
         carts=RedisCartCheckpoints(redis) if redis else None,
         pg_pool=pool,
         redis=redis,

@@ -5,7 +5,11 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from typing import Protocol
 
+from actors.domain.orders import Order
 from storage.records import (
+    IdempotencyRecord,
+    NewOutboxEvent,
+    OutboxEvent,
     PriceRecord,
     ProductDoc,
     PromotionRecord,
@@ -114,6 +118,110 @@ class SearchIndex(Protocol):
 
     async def clear(self) -> None:
         """Drop every document (a rebuild starts here)."""
+        ...
+
+    async def close(self) -> None: ...
+
+
+# --- orders, outbox and idempotency (issue 5) -------------------------------------------
+# Imported here to keep this block self-contained while others edit the top of the file;
+# the lead may hoist these into the import list above.
+
+
+class OrderStore(Protocol):
+    """Orders, their outbox and the checkout idempotency keys, in one transactional store.
+
+    Every order change writes the order row and its outbox events in one transaction:
+    an event exists if and only if its change was committed. Errors: ``DuplicateKey``
+    (a live idempotency key), ``StoreConflict`` (stale version, order id taken, or a status
+    change outside the domain's table), ``RecordNotFound``, ``StoreUnavailable`` (retry),
+    ``StoreIntegrityError``.
+    """
+
+    async def create_order(
+        self,
+        order: Order,
+        events: Sequence[NewOutboxEvent],
+        idempotency: IdempotencyRecord | None = None,
+    ) -> Order:
+        """Insert a new order (version 1), its events and its idempotency record at once.
+
+        A live record with the same (scope, key) raises ``DuplicateKey`` carrying it, and
+        nothing is written. An expired one (``expires_at <= idempotency.created_at``) is
+        replaced. An existing order id raises ``StoreConflict``.
+        """
+        ...
+
+    async def save_idempotency(self, record: IdempotencyRecord) -> None:
+        """Remember an answer that created no order (e.g. a 409 out of stock) under the
+        same rules as ``create_order``: ``DuplicateKey`` if a live record exists."""
+        ...
+
+    async def get_idempotency(
+        self, scope: str, key: str, *, now: float | None = None
+    ) -> IdempotencyRecord | None:
+        """The live record for (scope, key); expired ones are absent. ``now`` defaults to
+        the wall clock."""
+        ...
+
+    async def purge_idempotency(self, now: float) -> int:
+        """Delete records with ``expires_at <= now``; returns how many."""
+        ...
+
+    async def get_order(self, order_id: str) -> Order | None: ...
+
+    async def list_orders(
+        self,
+        *,
+        customer_ref: str | None = None,
+        merchant_id: str | None = None,
+        cursor: str | None = None,
+        limit: int = 20,
+    ) -> tuple[list[Order], str | None]:
+        """Newest first (created_at, then id, descending). Exactly one of ``customer_ref``
+        and ``merchant_id``; a merchant sees every order with at least one of its lines.
+        ValueError for a bad limit (1..MAX_PAGE) or a cursor this store did not issue."""
+        ...
+
+    async def transition(
+        self,
+        order_id: str,
+        expected_version: int,
+        new_order: Order,
+        events: Sequence[NewOutboxEvent] = (),
+    ) -> Order:
+        """Replace the order if its stored version is ``expected_version``.
+
+        ``new_order`` must have the same id and ``version == expected_version + 1``, and
+        its status must equal the stored one or be an edge of ``TRANSITIONS`` from it.
+        ``RecordNotFound`` for an unknown order; ``StoreConflict`` otherwise; in both
+        cases nothing (order or event) is written.
+        """
+        ...
+
+    async def orders_expiring(self, before: float, limit: int) -> list[Order]:
+        """Unpaid orders (pending_payment, authorized) with ``expires_at <= before``,
+        soonest first."""
+        ...
+
+    async def claim_events(
+        self, consumer: str, limit: int, lease_s: float, now: float
+    ) -> list[OutboxEvent]:
+        """Up to ``limit`` events, in id order, that ``consumer`` has not completed and
+        that no live claim of that consumer holds; each is leased until ``now + lease_s``.
+        Concurrent claimers under one consumer name never get the same event while its
+        lease is live; after it lapses (a crashed claimer) the event is claimed again.
+        Each consumer name sees every event once completed, independently of others."""
+        ...
+
+    async def complete_events(self, consumer: str, event_ids: Sequence[int]) -> None:
+        """Mark events done for ``consumer``; they are never claimed by it again.
+        Unknown ids are ignored."""
+        ...
+
+    async def record_effect(self, consumer: str, effect_key: str) -> bool:
+        """True the first time (consumer, effect_key) is recorded, False after: the
+        de-duplication of effects whose event may be delivered again."""
         ...
 
     async def close(self) -> None: ...

@@ -142,3 +142,45 @@ class SearchResult:
     # "brand", "category" (full paths) and "attr.<name>" -> values by count desc, then value
     facets: dict[str, list[FacetValue]]
     next_cursor: str | None  # None on the last page
+
+
+# --- orders: outbox and idempotency (issue 5) ------------------------------------------
+# Orders themselves cross the OrderStore as actors.domain.orders.Order.
+
+
+@dataclass(frozen=True, slots=True)
+class NewOutboxEvent:
+    """An event to append to the outbox with an order change, in the same transaction.
+    The store numbers it and stamps it with the order's id and ``updated_at``."""
+
+    kind: str  # e.g. "order.created", "order.paid"
+    payload: dict[str, Any]  # JSON object
+
+
+@dataclass(frozen=True, slots=True)
+class OutboxEvent:
+    id: int  # monotonic: a later commit of the same order never has a smaller id
+    order_id: str
+    kind: str
+    payload: dict[str, Any]
+    created_at: float  # unix seconds
+    attempts: int = 1  # how many times this consumer has claimed it, this claim included
+
+
+@dataclass(frozen=True, slots=True)
+class IdempotencyRecord:
+    """The first answer to a request with a client's idempotency key.
+
+    ``request_hash`` tells a retry (same body) from a misuse (same key, other body).
+    Expired records (``expires_at <= now``) are treated as absent; callers keep keys at
+    least 24 h.
+    """
+
+    scope: str  # what the key is unique within, e.g. "checkout:<customer or cart>"
+    key: str
+    request_hash: str
+    response: dict[str, Any]  # the JSON body answered
+    status_code: int
+    order_id: str | None
+    created_at: float  # unix seconds
+    expires_at: float

@@ -34,6 +34,21 @@ class ErrorCode(StrEnum):
     UNAUTHENTICATED = "unauthenticated"
     PRODUCT_INVALID = "product_invalid"
     PRODUCT_CONFLICT = "product_conflict"
+    ORDER_NOT_FOUND = "order_not_found"
+    ORDER_CONFLICT = "order_conflict"  # illegal status transition or stale version
+    IDEMPOTENCY_MISMATCH = "idempotency_mismatch"  # same key, different request body
+
+    # Payments and card data (issue 5).
+    PAYMENT_DECLINED = "payment_declined"  # final: the processor refused; do not retry
+    PAYMENT_FAILED = "payment_failed"  # nothing happened at the processor; retry, same key
+    PAYMENT_TIMEOUT = "payment_timeout"  # outcome unknown; retry with the same key
+    PAYMENT_TOKEN_INVALID = "payment_token_invalid"
+    PAYMENT_AMOUNT_INVALID = "payment_amount_invalid"
+    PAYMENT_NOT_FOUND = "payment_not_found"
+    PAYMENT_STATE_CONFLICT = "payment_state_conflict"  # e.g. capture after void
+    CARD_DATA_FORBIDDEN = "card_data_forbidden"  # a card number reached Feira
+    WEBHOOK_SIGNATURE_INVALID = "webhook_signature_invalid"
+    WEBHOOK_PAYLOAD_INVALID = "webhook_payload_invalid"
 
 
 class DomainError(Exception):
