@@ -9,6 +9,7 @@ from starlette.types import ASGIApp
 
 from actors.merchant import ChangeHook, MerchantCatalog, invalidating
 from api import problems
+from api.card_guard import CardDataGuard
 from api.fastpath import FastPath
 from api.graphql import graphql_router
 from api.merchant_auth import MerchantTokens
@@ -38,7 +39,8 @@ def create_api(
     app.state.merchant_tokens = merchant_tokens
     hook = invalidating(shop, on_change) if on_change else invalidating(shop)
     app.state.merchant = MerchantCatalog(shop.catalog, shop.shards, shop.currency, hook)
-    return FastPath(app, shop) if fast_path else app
+    # Outermost: no card number reaches a route, the fast path or a log line.
+    return CardDataGuard(FastPath(app, shop) if fast_path else app)
 
 
 def create_fastapi(shop: Shop, ready_check: ReadyCheck, *, graphiql: bool = False) -> FastAPI:

@@ -13,6 +13,7 @@ from actors.invalidation import ChangeBus, Follower, publishing
 from actors.periodic import Periodic
 from actors.shop import Shop, ShopLimits
 from api.app import create_api
+from api.card_guard import install_log_redaction
 from api.merchant_auth import MerchantTokens
 from feira.merchant_secret import merchant_token_secret
 from feira.settings import Settings
@@ -36,6 +37,7 @@ def open_change_bus(s: Settings) -> ChangeBus:
 @serve.ingress()
 class BffIngress:
     def __init__(self, settings: dict[str, Any]) -> None:
+        install_log_redaction()
         s = Settings.from_wire(settings)
         self.settings = s
         self.stores: Stores = open_configured_stores(s)

@@ -204,3 +204,21 @@ async def test_warm_product_page_does_not_touch_the_catalog(
     reply = await client.get(f"/bff/web/product/{pid}")
     assert reply.status_code == 200
     assert calls == []
+
+
+async def test_card_numbers_are_refused_before_any_route(
+    api: tuple[httpx.AsyncClient, Any],
+) -> None:
+    client, _ = api
+    cart = (await client.post("/v1/carts")).json()
+    sku = (await skus_of(client, 1))[0]
+    reply = await client.post(
+        f"/v1/carts/{cart['id']}/items",
+        json={"sku": sku, "quantity": 1, "note": "card 4111 1111 1111 1111"},
+    )
+    assert reply.status_code == 422
+    assert reply.json()["code"] == "card_data_forbidden"
+    assert "4111" not in reply.text
+    assert (await client.get(f"/v1/carts/{cart['id']}")).json()["lines"] == []
+    search = await client.get("/v1/search", params={"q": "5555555555554444"})
+    assert search.status_code == 422
