@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import random
+import time
 import uuid
 from typing import Any
 
@@ -39,7 +40,13 @@ async def definite(shard_client: Any, kind: ShardKind, key: str, name: str, *arg
     raise AssertionError(f"{name} on {key} never got a definite answer")
 
 
-async def killer(settings: Any, kinds: list[ShardKind], every_s: float, stop: asyncio.Event) -> int:
+async def killer(
+    settings: Any,
+    kinds: list[ShardKind],
+    every_s: float,
+    stop: asyncio.Event,
+    kill_times: list[float] | None = None,
+) -> int:
     counts = {ShardKind.CART: settings.cart_shards, ShardKind.INVENTORY: settings.inventory_shards}
     kills = 0
     rng = random.Random(7)
@@ -49,6 +56,8 @@ async def killer(settings: Any, kinds: list[ShardKind], every_s: float, stop: as
         name = actor_name(kind, rng.randrange(counts[kind]))
         ray.kill(ray.get_actor(name, namespace=settings.namespace), no_restart=False)
         kills += 1
+        if kill_times is not None:
+            kill_times.append(time.monotonic())
     return kills
 
 
@@ -131,8 +140,11 @@ async def test_carts_survive_cart_shard_kills(shard_client: Any, seeded: Any) ->
     for cart_id in carts:
         await definite(shard_client, ShardKind.CART, cart_id, "create", op(), cart_id, None)
     stop = asyncio.Event()
-    kill_task = asyncio.create_task(killer(seeded, [ShardKind.CART], 1.0, stop))
+    kill_times: list[float] = []
+    kill_task = asyncio.create_task(killer(seeded, [ShardKind.CART], 1.0, stop, kill_times))
     last_acked: dict[str, Any] = {}
+    acked_at: dict[str, float] = {}
+    history: dict[str, list[Any]] = {cart_id: [[]] for cart_id in carts}
 
     async def shopper(cart_id: str) -> None:
         for i in range(15):
@@ -141,6 +153,8 @@ async def test_carts_survive_cart_shard_kills(shard_client: Any, seeded: Any) ->
             )
             if isinstance(outcome, dict):
                 last_acked[cart_id] = outcome
+                acked_at[cart_id] = time.monotonic()
+                history[cart_id].append(outcome["lines"])
             await asyncio.sleep(0.15)
 
     await asyncio.gather(*(shopper(c) for c in carts))
@@ -148,19 +162,29 @@ async def test_carts_survive_cart_shard_kills(shard_client: Any, seeded: Any) ->
     kills = await kill_task
     # Changes older than the checkpoint lag are durable; wait past it, then kill every
     # cart shard once more so what follows is read back from Redis.
-    await asyncio.sleep(seeded.cart_checkpoint_lag_ms / 1000 + 0.5)
+    lag_s = seeded.cart_checkpoint_lag_ms / 1000
+    await asyncio.sleep(lag_s + 0.5)
     for i in range(seeded.cart_shards):
         ray.kill(
             ray.get_actor(actor_name(ShardKind.CART, i), namespace=seeded.namespace),
             no_restart=False,
         )
-    mismatched = []
+    # By design a kill may lose a change younger than the lag (plus scheduling slack on a
+    # loaded 2-core machine): such a cart must still read back one of its acknowledged
+    # states, never an invented one. Every other cart must read back its last one.
+    window_s = lag_s + 0.5
+    mismatched, in_window = [], 0
     for cart_id in carts:
         now = await definite(shard_client, ShardKind.CART, cart_id, "get", cart_id)
-        if isinstance(now, ErrorCode) or now["lines"] != last_acked[cart_id]["lines"]:
-            mismatched.append(cart_id)
+        if not isinstance(now, ErrorCode) and now["lines"] == last_acked[cart_id]["lines"]:
+            continue
+        t = acked_at[cart_id]
+        lost_young = any(t <= k <= t + window_s for k in kill_times)
+        if lost_young and not isinstance(now, ErrorCode) and now["lines"] in history[cart_id]:
+            in_window += 1
+            continue
+        mismatched.append(cart_id)
     print(f"\ncart kills: {kills + seeded.cart_shards}; carts checked: {len(carts)}; "
-          f"lost or changed: {len(mismatched)}")
-    # A kill may lose changes younger than the lag; the last acknowledged state must be
-    # there after the final, lag-respecting kill.
+          f"lost or changed: {len(mismatched)}; last change lost inside the lag window "
+          f"(allowed): {in_window}")
     assert mismatched == []
