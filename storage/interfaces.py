@@ -175,12 +175,15 @@ class OrderStore(Protocol):
         *,
         customer_ref: str | None = None,
         merchant_id: str | None = None,
+        carrier: str | None = None,
         cursor: str | None = None,
         limit: int = 20,
     ) -> tuple[list[Order], str | None]:
-        """Newest first (created_at, then id, descending). Exactly one of ``customer_ref``
-        and ``merchant_id``; a merchant sees every order with at least one of its lines.
-        ValueError for a bad limit (1..MAX_PAGE) or a cursor this store did not issue."""
+        """Newest first (created_at, then id, descending). Exactly one of ``customer_ref``,
+        ``merchant_id`` and ``carrier``; a merchant sees every order with at least one of
+        its lines; a carrier every order whose shipment it carries (an order appears once
+        it has a shipment). ValueError for a bad limit (1..MAX_PAGE) or a cursor this store
+        did not issue."""
         ...
 
     async def transition(

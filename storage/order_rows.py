@@ -1,8 +1,8 @@
 """What the SQLite and PostgreSQL order stores share: row encoding, checks and cursors.
 
 An order is stored whole as its JSON document, next to the few columns queries need
-(status, version, customer_ref, expires_at, created_at) and one ``order_merchants`` row per
-merchant with a line in it. The document is the truth; the columns are derived from it
+(status, version, customer_ref, carrier, expires_at, created_at) and one ``order_merchants``
+row per merchant with a line in it. The document is the truth; the columns are derived from it
 on every write.
 """
 
@@ -129,12 +129,21 @@ def check_transition(
         )
 
 
+def carrier_of(order: Order) -> str | None:
+    """The ``carrier`` column: the shipment's carrier, None until the order has one."""
+    return None if order.shipment is None else order.shipment.carrier
+
+
 def check_listing(
-    customer_ref: str | None, merchant_id: str | None, cursor: str | None, limit: int
+    customer_ref: str | None,
+    merchant_id: str | None,
+    carrier: str | None,
+    cursor: str | None,
+    limit: int,
 ) -> tuple[float, str] | None:
     """Validate a listing request; the (created_at, id) it resumes after, if any."""
-    if (customer_ref is None) == (merchant_id is None):
-        raise ValueError("list orders by exactly one of customer_ref and merchant_id")
+    if sum(owner is not None for owner in (customer_ref, merchant_id, carrier)) != 1:
+        raise ValueError("list orders by exactly one of customer_ref, merchant_id and carrier")
     if type(limit) is not int or not 1 <= limit <= MAX_PAGE:
         raise ValueError(f"limit must be between 1 and {MAX_PAGE}, got {limit}")
     if cursor is None:

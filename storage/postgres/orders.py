@@ -12,6 +12,7 @@ from collections.abc import Sequence
 from actors.domain.orders import Order, OrderStatus
 from storage.errors import DuplicateKey, StoreConflict
 from storage.order_rows import (
+    carrier_of,
     check_claim,
     check_listing,
     check_new_order,
@@ -48,8 +49,8 @@ _CLAIM_KEY = f"""
 
 _INSERT_ORDER = """
     INSERT INTO orders (id, customer_ref, status, version, expires_at, created_at,
-                        updated_at, doc)
-    VALUES ($1, $2, $3, $4, $5, $6, $7, $8::jsonb)
+                        updated_at, doc, carrier)
+    VALUES ($1, $2, $3, $4, $5, $6, $7, $8::jsonb, $9)
     ON CONFLICT (id) DO NOTHING
     RETURNING 1
 """
@@ -124,6 +125,7 @@ class PgOrderStore(PgStore):
                 order.created_at,
                 order.updated_at,
                 doc,
+                carrier_of(order),
             )
             if inserted is None:
                 # Raising rolls the key back too.
@@ -196,13 +198,17 @@ class PgOrderStore(PgStore):
         *,
         customer_ref: str | None = None,
         merchant_id: str | None = None,
+        carrier: str | None = None,
         cursor: str | None = None,
         limit: int = 20,
     ) -> tuple[list[Order], str | None]:
-        after = check_listing(customer_ref, merchant_id, cursor, limit)
+        after = check_listing(customer_ref, merchant_id, carrier, cursor, limit)
         if customer_ref is not None:
             query = "SELECT o.doc FROM orders AS o WHERE o.customer_ref = $1"
             at, oid, owner = "o.created_at", "o.id", customer_ref
+        elif carrier is not None:
+            query = "SELECT o.doc FROM orders AS o WHERE o.carrier = $1"
+            at, oid, owner = "o.created_at", "o.id", carrier
         else:
             query = (
                 "SELECT o.doc FROM order_merchants AS m JOIN orders AS o ON o.id = m.order_id"
@@ -240,13 +246,14 @@ class PgOrderStore(PgStore):
             check_transition(order_id, expected_version, new_order, stored)
             await conn.execute(
                 "UPDATE orders SET status = $2, version = $3, expires_at = $4,"
-                " updated_at = $5, doc = $6::jsonb WHERE id = $1",
+                " updated_at = $5, doc = $6::jsonb, carrier = $7 WHERE id = $1",
                 order_id,
                 new_order.status.value,
                 new_order.version,
                 new_order.expires_at,
                 new_order.updated_at,
                 doc,
+                carrier_of(new_order),
             )
             await self._insert_events(conn, new_order, rows)
         return new_order

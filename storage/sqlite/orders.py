@@ -1,9 +1,9 @@
 """Orders, outbox and idempotency keys on SQLite, in the ledger file (beside prices and stock).
 
-Same tables and rules as the PostgreSQL adapter (migration 0002). Every write runs in one
-``BEGIN IMMEDIATE`` transaction, which holds the file's write lock from the start: writers
-in other processes wait for it, so reads inside a write transaction are never stale and
-claims by concurrent consumers cannot overlap.
+Same tables and rules as the PostgreSQL adapter (migration 0002; schema versions 1 and 2
+here together). Every write runs in one ``BEGIN IMMEDIATE`` transaction, which holds the
+file's write lock from the start: writers in other processes wait for it, so reads inside
+a write transaction are never stale and claims by concurrent consumers cannot overlap.
 """
 
 from __future__ import annotations
@@ -16,6 +16,7 @@ from typing import Any
 from actors.domain.orders import Order, OrderStatus
 from storage.errors import DuplicateKey, StoreConflict
 from storage.order_rows import (
+    carrier_of,
     check_claim,
     check_listing,
     check_new_order,
@@ -122,6 +123,19 @@ MIGRATIONS = (
             """,
         ),
     ),
+    # The shipment's carrier, for listing a carrier's shipments (NULL until the order has
+    # one), filled in from the documents of orders written before it existed.
+    Migration(
+        2,
+        (
+            "ALTER TABLE orders ADD COLUMN carrier TEXT",
+            "UPDATE orders SET carrier = json_extract(doc, '$.shipment.carrier')",
+            """
+            CREATE INDEX IF NOT EXISTS orders_carrier
+                ON orders (carrier, created_at DESC, id DESC) WHERE carrier IS NOT NULL
+            """,
+        ),
+    ),
 )
 
 _IDEM_COLUMNS = (
@@ -168,7 +182,7 @@ def _create(
             raise StoreConflict(f"order {order.id} already exists")
         conn.execute(
             "INSERT INTO orders (id, customer_ref, status, version, expires_at, created_at,"
-            " updated_at, doc) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+            " updated_at, doc, carrier) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
             (
                 order.id,
                 order.customer_ref,
@@ -178,6 +192,7 @@ def _create(
                 order.created_at,
                 order.updated_at,
                 doc,
+                carrier_of(order),
             ),
         )
         conn.executemany(
@@ -233,14 +248,15 @@ def _transition(
             order_id, expected_version, new_order, None if found is None else tuple(found)
         )
         conn.execute(
-            "UPDATE orders SET status = ?, version = ?, expires_at = ?, updated_at = ?, doc = ?"
-            " WHERE id = ?",
+            "UPDATE orders SET status = ?, version = ?, expires_at = ?, updated_at = ?, doc = ?,"
+            " carrier = ? WHERE id = ?",
             (
                 new_order.status.value,
                 new_order.version,
                 new_order.expires_at,
                 new_order.updated_at,
                 doc,
+                carrier_of(new_order),
                 order_id,
             ),
         )
@@ -350,13 +366,17 @@ class SqliteOrderStore:
         *,
         customer_ref: str | None = None,
         merchant_id: str | None = None,
+        carrier: str | None = None,
         cursor: str | None = None,
         limit: int = 20,
     ) -> tuple[list[Order], str | None]:
-        after = check_listing(customer_ref, merchant_id, cursor, limit)
+        after = check_listing(customer_ref, merchant_id, carrier, cursor, limit)
         if customer_ref is not None:
             query = "SELECT o.doc FROM orders AS o WHERE o.customer_ref = ?"
             at, oid, owner = "o.created_at", "o.id", customer_ref
+        elif carrier is not None:
+            query = "SELECT o.doc FROM orders AS o WHERE o.carrier = ?"
+            at, oid, owner = "o.created_at", "o.id", carrier
         else:
             query = (
                 "SELECT o.doc FROM order_merchants AS m JOIN orders AS o ON o.id = m.order_id"

@@ -9,11 +9,22 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, replace
+from pathlib import Path
 from typing import Any
 
+import orjson
 import pytest
 
-from actors.domain.orders import Order, OrderLine, OrderStatus, Payment, transition
+from actors.domain.orders import (
+    Order,
+    OrderLine,
+    OrderStatus,
+    Payment,
+    Shipment,
+    ShipmentEvent,
+    record_shipment_event,
+    transition,
+)
 from storage.errors import (
     DuplicateKey,
     RecordNotFound,
@@ -24,7 +35,8 @@ from storage.interfaces import OrderStore
 from storage.postgres import PgPool, apply_migrations
 from storage.postgres.orders import PgOrderStore
 from storage.records import IdempotencyRecord, NewOutboxEvent, OutboxEvent
-from storage.sqlite.orders import SqliteOrderStore
+from storage.sqlite.connection import SqliteExecutor, immediate_transaction
+from storage.sqlite.orders import MIGRATIONS, SqliteOrderStore
 from tests.stores.conftest import fresh_schema
 
 T0 = 1_700_000_000.0
@@ -364,7 +376,12 @@ async def test_list_by_customer_and_by_merchant_with_cursor_paging(orders: Order
     page, _ = await store.list_orders(merchant_id="m-3", limit=5)
     assert [o.id for o in page] == ["o-g", "o-e"]
     assert page[1].merchant_ids == frozenset({"m-2", "m-3"})
-    for bad in ({}, {"customer_ref": "a", "merchant_id": "m"}):
+    for bad in (
+        {},
+        {"customer_ref": "a", "merchant_id": "m"},
+        {"customer_ref": "a", "carrier": "c"},
+        {"merchant_id": "m", "carrier": "c"},
+    ):
         with pytest.raises(ValueError, match="exactly one"):
             await store.list_orders(**bad)  # type: ignore[arg-type]
     for limit in (0, 101):
@@ -373,6 +390,135 @@ async def test_list_by_customer_and_by_merchant_with_cursor_paging(orders: Order
     for cursor in ("!!", "bm9waXBl", "YWJjfA"):  # not base64url; "nopipe"; "abc|"
         with pytest.raises(ValueError, match="cursor"):
             await store.list_orders(customer_ref="alice", cursor=cursor)
+
+
+async def ship(store: OrderStore, o: Order, carrier: str) -> Order:
+    """pending -> authorized -> paid -> fulfilling with a shipment by ``carrier``."""
+    o = await authorize(store, o)
+    paid = transition(o, S.PAID, o.updated_at + 1)
+    o = await store.transition(o.id, o.version, paid)
+    shipment = Shipment(carrier, f"TRK-{o.id}")
+    fulfilling = transition(o, S.FULFILLING, o.updated_at + 1, shipment=shipment)
+    return await store.transition(o.id, o.version, fulfilling)
+
+
+async def test_list_by_carrier_with_cursor_paging(orders: Orders) -> None:
+    store = orders.store
+    specs = [  # id, created_at, carrier (None: never shipped)
+        ("o-a", T0 + 1, "dhl"),
+        ("o-b", T0 + 3, "dhl"),
+        ("o-c", T0 + 3, "ups"),
+        ("o-d", T0 + 3, "dhl"),  # ties with o-b on created_at: id breaks them
+        ("o-e", T0 + 9, None),
+        ("o-f", T0 + 7, "dhl"),
+        ("o-g", T0 + 0.5, "ups"),
+    ]
+    for oid, at, carrier in specs:
+        o = order(oid, "alice", at)
+        await store.create_order(o, [created(o)])
+        if carrier is not None:
+            await ship(store, o, carrier)
+
+    async def pages(limit: int, carrier: str) -> list[list[str]]:
+        out, cursor = [], None
+        while True:
+            page, cursor = await store.list_orders(carrier=carrier, cursor=cursor, limit=limit)
+            assert all(o.shipment is not None and o.shipment.carrier == carrier for o in page)
+            out.append([o.id for o in page])
+            if cursor is None:
+                return out
+
+    assert await pages(2, "dhl") == [["o-f", "o-d"], ["o-b", "o-a"]]
+    assert await pages(3, "dhl") == [["o-f", "o-d", "o-b"], ["o-a"]]
+    assert await pages(10, "ups") == [["o-c", "o-g"]]
+    assert await pages(1, "ups") == [["o-c"], ["o-g"]]
+    assert await pages(10, "nobody") == [[]]
+    # Whole orders, as stored (the shipment included).
+    page, _ = await store.list_orders(carrier="dhl", limit=1)
+    assert page == [await store.get_order("o-f")]
+    for limit in (0, 101):
+        with pytest.raises(ValueError, match="limit"):
+            await store.list_orders(carrier="dhl", limit=limit)
+    with pytest.raises(ValueError, match="cursor"):
+        await store.list_orders(carrier="dhl", cursor="bm9waXBl")
+
+
+async def test_an_order_is_listed_by_its_carrier_once_it_has_a_shipment(
+    orders: Orders,
+) -> None:
+    store = orders.store
+    o = order("o-1")
+    await store.create_order(o, [created(o)])
+    assert await store.list_orders(carrier="dhl") == ([], None)
+    o = await authorize(store, o)
+    o = await store.transition(o.id, o.version, transition(o, S.PAID, T0 + 2))
+    assert await store.list_orders(carrier="dhl") == ([], None)
+    other = order("o-2", created_at=T0 + 5)
+    await store.create_order(other, [])
+    await ship(store, other, "ups")  # another carrier's
+    shipped = await store.get_order("o-1")
+    assert shipped is not None
+    fulfilling = transition(
+        shipped, S.FULFILLING, T0 + 3, shipment=Shipment("dhl", "TRK-1")
+    )
+    await store.transition("o-1", shipped.version, fulfilling)
+    page, cursor = await store.list_orders(carrier="dhl")
+    assert ([x.id for x in page], cursor) == (["o-1"], None)
+    # Later changes keep it listed, with what was written last.
+    event = ShipmentEvent("picked_up", T0 + 4)
+    moved = transition(
+        fulfilling,
+        S.SHIPPED,
+        T0 + 4,
+        shipment=replace(fulfilling.shipment, events=(event,)),  # type: ignore[arg-type]
+    )
+    await store.transition("o-1", fulfilling.version, moved)
+    tracked = record_shipment_event(moved, ShipmentEvent("in_transit", T0 + 5), T0 + 5)
+    await store.transition("o-1", moved.version, tracked)
+    assert await store.list_orders(carrier="dhl") == ([tracked], None)
+    # Other carriers' orders never appear, in any status; the customer still sees both.
+    page, _ = await store.list_orders(carrier="ups")
+    assert [x.id for x in page] == ["o-2"]
+    assert await store.list_orders(carrier="DHL") == ([], None)
+    page, _ = await store.list_orders(customer_ref="cust-1")
+    assert [x.id for x in page] == ["o-2", "o-1"]
+    # Seen the same through another connection (another process).
+    another = orders.another()
+    assert await another.list_orders(carrier="dhl") == ([tracked], None)
+
+
+async def test_sqlite_upgrade_fills_in_the_carrier_of_existing_orders(tmp_path: Path) -> None:
+    """SQLite only: a ledger written at schema version 1 (no carrier column) lists its
+    shipped orders by carrier once opened by the current store."""
+    path = str(tmp_path / "ledger.db")
+    old = SqliteExecutor(path, component="orders", migrations=MIGRATIONS[:1])
+    o = order("o-1")
+    paid = transition(
+        transition(o, S.AUTHORIZED, T0 + 1, payment=Payment("sb", "pay", o.total)),
+        S.PAID,
+        T0 + 2,
+    )
+    shipped = transition(paid, S.FULFILLING, T0 + 3, shipment=Shipment("dhl", "TRK-1"))
+
+    def insert(conn: Any, orders_: list[Order]) -> None:
+        with immediate_transaction(conn):
+            for x in orders_:
+                conn.execute(
+                    "INSERT INTO orders (id, customer_ref, status, version, expires_at,"
+                    " created_at, updated_at, doc) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                    (x.id, x.customer_ref, x.status.value, x.version, x.expires_at,
+                     x.created_at, x.updated_at, orjson.dumps(x.to_json()).decode()),
+                )
+
+    await old.run(insert, [shipped, order("o-2")])
+    await old.close()
+    store = SqliteOrderStore(path)
+    try:
+        assert await store.list_orders(carrier="dhl") == ([shipped], None)
+        page, _ = await store.list_orders(customer_ref="cust-1")
+        assert {x.id for x in page} == {"o-1", "o-2"}
+    finally:
+        await store.close()
 
 
 async def test_orders_expiring_lists_unpaid_orders_past_their_deadline(orders: Orders) -> None:

@@ -15,10 +15,15 @@ CREATE TABLE orders (
     expires_at DOUBLE PRECISION,
     created_at DOUBLE PRECISION NOT NULL,
     updated_at DOUBLE PRECISION NOT NULL,
-    doc JSONB NOT NULL
+    doc JSONB NOT NULL,
+    -- The shipment's carrier (doc.shipment.carrier); NULL until the order has a shipment.
+    carrier TEXT
 );
 
 CREATE INDEX orders_customer ON orders (customer_ref, created_at DESC, id DESC);
+-- A carrier's shipments, newest first; orders without a shipment are left out.
+CREATE INDEX orders_carrier ON orders (carrier, created_at DESC, id DESC)
+    WHERE carrier IS NOT NULL;
 -- Only unpaid orders can expire; the partial index stays as small as they are few.
 CREATE INDEX orders_expiring ON orders (expires_at, id)
     WHERE status IN ('pending_payment', 'authorized') AND expires_at IS NOT NULL;
