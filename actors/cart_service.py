@@ -27,7 +27,7 @@ from storage.errors import StorageError
 
 log = logging.getLogger("feira.carts")
 
-_MUTATIONS = ("create", "add", "set_quantity", "remove", "merge")
+_MUTATIONS = ("create", "add", "set_quantity", "remove", "merge", "freeze", "unfreeze")
 _RETRY_PAUSE_S = 0.5
 # Operation ids kept with each cart's checkpoint, so that a retry reaching a restarted
 # shard is answered instead of applied again. A client retries within seconds; the last
@@ -63,6 +63,8 @@ class CartService:
                 "set_quantity": self._set_quantity,
                 "remove": self._remove,
                 "merge": self._merge,
+                "freeze": self._freeze,
+                "unfreeze": self._unfreeze,
             },
             log=OpLog(op_log_size),
             recall=self._recall,
@@ -209,6 +211,20 @@ class CartService:
     def _remove(self, now: float, op_id: str, cart_id: str, sku: str) -> Any:
         cart = self.book.get(cart_id)
         cart.remove(sku, now)
+        return cart.snapshot()
+
+    def _freeze(self, now: float, op_id: str, cart_id: str, holder: str = "checkout") -> Any:
+        """Freeze the cart for a checkout and return its snapshot (idempotent for one
+        holder; CART_FROZEN if another holder froze it). The freeze is checkpointed like
+        any change, so a restarted shard keeps it."""
+        cart = self.book.get(cart_id)
+        cart.freeze(holder, now)
+        return cart.snapshot()
+
+    def _unfreeze(self, now: float, op_id: str, cart_id: str, holder: str | None = None) -> Any:
+        """Lift ``holder``'s freeze (None: any) after a failed checkout; a no-op otherwise."""
+        cart = self.book.get(cart_id)
+        cart.unfreeze(holder, now)
         return cart.snapshot()
 
 

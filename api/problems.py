@@ -57,6 +57,16 @@ STATUS: dict[ErrorCode, int] = {
     # 400, not 401: a webhook sender has no credentials to offer (no WWW-Authenticate).
     ErrorCode.WEBHOOK_SIGNATURE_INVALID: 400,
     ErrorCode.WEBHOOK_PAYLOAD_INVALID: 400,
+    ErrorCode.SHIPMENT_NOT_FOUND: 404,
+    ErrorCode.SHIPMENT_EVENT_INVALID: 409,
+    ErrorCode.FEATURE_DISABLED: 404,
+    ErrorCode.CART_FROZEN: 409,
+    ErrorCode.CART_EMPTY: 422,
+    ErrorCode.PRICE_CHANGED: 409,
+    ErrorCode.IDEMPOTENCY_KEY_REQUIRED: 400,
+    ErrorCode.CHECKOUT_IN_PROGRESS: 409,
+    # Final for this order (payment_failed); a new checkout needs a new key.
+    ErrorCode.PAYMENT_PROVIDER_ERROR: 502,
 }
 
 RETRYABLE = {
@@ -66,6 +76,7 @@ RETRYABLE = {
     ErrorCode.SEARCH_UNAVAILABLE,
     ErrorCode.PAYMENT_FAILED,
     ErrorCode.PAYMENT_TIMEOUT,
+    ErrorCode.CHECKOUT_IN_PROGRESS,
 }
 
 TITLES = {

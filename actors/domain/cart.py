@@ -17,6 +17,7 @@ from actors.domain.validation import check_finite, check_quantity, check_sku, ch
 
 _CART_ID = re.compile(r"[A-Za-z0-9_-]{16,64}")
 _CUSTOMER_ID_MAX = 128
+_HOLDER_MAX = 128
 
 
 @dataclass(frozen=True, slots=True)
@@ -39,12 +40,16 @@ class Cart:
     created_at: float
     updated_at: float
     version: int = 0
+    # Who froze the cart for checkout (None: not frozen). A frozen cart refuses every
+    # change to its lines with CART_FROZEN.
+    frozen_by: str | None = None
 
     @classmethod
     def new(cls, cart_id: str, customer_id: str | None, now: float) -> Cart:
         return cls(cart_id, customer_id, {}, now, now, 0)
 
     def add(self, sku: str, quantity: int, limits: CartLimits, now: float) -> None:
+        self._require_unfrozen()
         check_sku(sku)
         check_quantity(quantity)
         current = self.lines.get(sku)
@@ -60,6 +65,7 @@ class Cart:
         self._touch(now)
 
     def set_quantity(self, sku: str, quantity: int, limits: CartLimits, now: float) -> None:
+        self._require_unfrozen()
         self._require_line(sku)
         check_quantity(quantity)
         _check_line_quantity(sku, quantity, limits)
@@ -67,9 +73,43 @@ class Cart:
         self._touch(now)
 
     def remove(self, sku: str, now: float) -> None:
+        self._require_unfrozen()
         self._require_line(sku)
         del self.lines[sku]
         self._touch(now)
+
+    @property
+    def frozen(self) -> bool:
+        return self.frozen_by is not None
+
+    def freeze(self, holder: str, now: float) -> None:
+        """Freeze for a checkout: idempotent for the same ``holder``; a cart frozen by
+        another holder refuses with CART_FROZEN (one checkout per cart at a time)."""
+        check_text(holder, "holder", _HOLDER_MAX)
+        if self.frozen_by == holder:
+            return
+        self._require_unfrozen()
+        self.frozen_by = holder
+        self._touch(now)
+
+    def unfreeze(self, holder: str | None, now: float) -> bool:
+        """Let the lines change again (a failed checkout). Only ``holder``'s freeze is
+        lifted (None: whoever holds it); anything else is a no-op. True if it changed."""
+        if holder is not None:
+            check_text(holder, "holder", _HOLDER_MAX)
+        if self.frozen_by is None or (holder is not None and holder != self.frozen_by):
+            return False
+        self.frozen_by = None
+        self._touch(now)
+        return True
+
+    def _require_unfrozen(self) -> None:
+        if self.frozen_by is not None:
+            raise DomainError(
+                ErrorCode.CART_FROZEN,
+                "the cart is being checked out or was checked out; its lines cannot change",
+                cart_id=self.id,
+            )
 
     def item_count(self) -> int:
         return sum(self.lines.values())
@@ -88,8 +128,9 @@ class Cart:
 
         Quantities of a SKU in both carts add up to at most the per-line limit; lines that
         would pass the line limit are left out. Returns the SKUs not merged in full. All
-        input is checked before anything changes.
+        input is checked before anything changes. A frozen cart refuses (CART_FROZEN).
         """
+        self._require_unfrozen()
         for sku, quantity in lines:
             check_sku(sku)
             check_quantity(quantity)
@@ -119,7 +160,7 @@ class Cart:
         self.version += 1
 
     def snapshot(self) -> dict[str, Any]:
-        return {
+        snap: dict[str, Any] = {
             "id": self.id,
             "customer_id": self.customer_id,
             "lines": [{"sku": sku, "quantity": qty} for sku, qty in self.lines.items()],
@@ -127,6 +168,10 @@ class Cart:
             "updated_at": self.updated_at,
             "version": self.version,
         }
+        if self.frozen_by is not None:
+            # Only when frozen: snapshots of unfrozen carts keep their earlier shape.
+            snap["frozen_by"] = self.frozen_by
+        return snap
 
     @classmethod
     def from_snapshot(cls, data: Mapping[str, Any]) -> Cart:
@@ -165,6 +210,9 @@ class Cart:
         version = data["version"]
         if type(version) is not int or version < 0:
             raise DomainError(ErrorCode.INVALID_ARGUMENT, "cart snapshot version must be >= 0")
+        frozen_by = data.get("frozen_by")
+        if frozen_by is not None:
+            check_text(frozen_by, "frozen_by", _HOLDER_MAX)
         return cls(
             cart_id,
             customer_id,
@@ -172,6 +220,7 @@ class Cart:
             check_finite(data["created_at"], "created_at"),
             check_finite(data["updated_at"], "updated_at"),
             version,
+            frozen_by,
         )
 
 

@@ -50,6 +50,19 @@ class ErrorCode(StrEnum):
     WEBHOOK_SIGNATURE_INVALID = "webhook_signature_invalid"
     WEBHOOK_PAYLOAD_INVALID = "webhook_payload_invalid"
 
+    # Order processing and logistics (issue 5).
+    SHIPMENT_NOT_FOUND = "shipment_not_found"  # no shipment, or another carrier's
+    SHIPMENT_EVENT_INVALID = "shipment_event_invalid"  # not allowed in the order's status
+    FEATURE_DISABLED = "feature_disabled"  # the deployment did not configure this API
+
+    # Checkout (issue 5).
+    CART_FROZEN = "cart_frozen"  # a checkout holds the cart; its lines cannot change
+    CART_EMPTY = "cart_empty"
+    PRICE_CHANGED = "price_changed"  # the fresh total is not the expected_total sent
+    IDEMPOTENCY_KEY_REQUIRED = "idempotency_key_required"
+    CHECKOUT_IN_PROGRESS = "checkout_in_progress"  # same key, first request not finished
+    PAYMENT_PROVIDER_ERROR = "payment_provider_error"  # gave up; the order is payment_failed
+
 
 class DomainError(Exception):
     """A refusal the caller can act on; ``code`` is the machine-readable reason."""
