@@ -30,9 +30,11 @@ from actors.protocol import Op, Reply
 from actors.router import ShardRouter
 from actors.shells import (
     CHANGE_HUB_NAME,
+    ORDER_PROCESSOR_NAME,
     SEARCH_INDEXER_NAME,
     SHELLS,
     ChangeHub,
+    OrderProcessorShell,
     SearchIndexer,
 )
 from feira.settings import Settings
@@ -119,15 +121,17 @@ def ensure_search_indexer(settings: Settings) -> Any:
     return _named(SearchIndexer, SEARCH_INDEXER_NAME, settings).remote(settings.to_wire())
 
 
-class SearchIndexerClient:
-    """Asks the search indexer how far behind it is, or to rebuild."""
+def ensure_order_processor(settings: Settings) -> Any:
+    """Get or create the one order processor of this namespace."""
+    return _named(OrderProcessorShell, ORDER_PROCESSOR_NAME, settings).remote(settings.to_wire())
 
-    def __init__(self, handle: Any) -> None:
+
+class SingletonClient:
+    """Asks one of the namespace's singleton actors for its self-report."""
+
+    def __init__(self, handle: Any, what: str) -> None:
         self._handle = handle
-
-    @classmethod
-    def connect(cls, settings: Settings) -> SearchIndexerClient:
-        return cls(ensure_search_indexer(settings))
+        self._what = what
 
     async def ready(self, timeout_s: float = 2.0) -> dict[str, Any]:
         try:
@@ -136,13 +140,25 @@ class SearchIndexerClient:
             )
         except (TimeoutError, RayError) as error:
             raise DomainError(
-                ErrorCode.SEARCH_UNAVAILABLE, f"the search indexer did not answer: {error}"
+                ErrorCode.SHARD_UNAVAILABLE, f"the {self._what} did not answer: {error}"
             ) from error
         return report
+
+
+class SearchIndexerClient(SingletonClient):
+    """Asks the search indexer how far behind it is, or to rebuild."""
+
+    @classmethod
+    def connect(cls, settings: Settings) -> SearchIndexerClient:
+        return cls(ensure_search_indexer(settings), "search indexer")
 
     async def rebuild(self) -> int:
         count: int = await self._handle.rebuild.remote()
         return count
+
+
+def connect_order_processor(settings: Settings) -> SingletonClient:
+    return SingletonClient(ensure_order_processor(settings), "order processor")
 
 
 # --- the embedded cache-invalidation bus ----------------------------------------------

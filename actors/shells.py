@@ -17,6 +17,7 @@ from actors.domain.cart import CartLimits
 from actors.index_sync import FilePosition, IndexSync
 from actors.invalidation import CacheEvent
 from actors.inventory_service import InventoryService
+from actors.order_processor import OrderProcessor, SandboxAuthorizations
 from actors.periodic import Periodic
 from actors.pricing_service import PricingService
 from actors.protocol import Op, Reply
@@ -201,6 +202,45 @@ class SearchIndexer:
             "lag_s": round(stats.lag_s, 3),
             "rebuilding": self.rebuilding,
         }
+
+
+ORDER_PROCESSOR_NAME = "feira-order-processor"
+
+
+@ray.remote
+class OrderProcessorShell:
+    """Works the order outbox: after authorization, commit stock, capture, ship; expires
+    unpaid orders. One per namespace; every step is idempotent, so a restart mid-batch
+    re-does nothing twice (see ``OrderProcessor``). The loop starts on the first call
+    (replicas ping it)."""
+
+    def __init__(self, settings: dict[str, Any]) -> None:
+        from actors.client import ShardClient  # the seam imports this module
+        from feira.payments import open_sandbox
+
+        s = Settings.from_wire(settings)
+        self.stores = open_configured_stores(s)
+        provider, ledger = open_sandbox(s)
+        self.processor = OrderProcessor(
+            self.stores.orders,
+            ShardClient.connect(s),
+            provider,
+            journal=self.stores.stock,
+            carriers=s.carriers,
+            authorizations=SandboxAuthorizations(ledger),
+        )
+        self.loop = Periodic("order-processor", s.order_processor_interval_ms / 1000, self._tick)
+        self.handled = 0
+        self.expired = 0
+
+    async def _tick(self) -> None:
+        while n := await self.processor.run_once():
+            self.handled += n
+        self.expired += await self.processor.expire_due()
+
+    async def ready(self) -> dict[str, Any]:
+        self.loop.ensure_started()
+        return {"kind": "order-processor", "handled": self.handled, "expired": self.expired}
 
 
 SHELLS: dict[str, Any] = {

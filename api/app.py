@@ -14,8 +14,12 @@ from api.fastpath import FastPath
 from api.graphql import graphql_router
 from api.merchant_auth import MerchantTokens
 from api.routes import bff, carts, catalog, health, merchant, search
+from api.routes import checkout as checkout_routes
+from api.routes.orders_ops import OrdersOps
+from api.routes.orders_ops import router as orders_ops_router
 
 if TYPE_CHECKING:
+    from actors.checkout import CheckoutService
     from actors.shop import Shop
     from api.routes.health import ReadyCheck
 
@@ -28,15 +32,20 @@ def create_api(
     merchant_tokens: MerchantTokens | None = None,
     on_change: ChangeHook | None = None,
     graphiql: bool = False,
+    orders_ops: OrdersOps | None = None,
+    checkout: CheckoutService | None = None,
 ) -> ASGIApp:
     """The HTTP app; ``fast_path`` puts the lean router for hot routes in front of FastAPI.
 
     Without ``merchant_tokens`` the merchant API answers 401. ``on_change`` is told of
     every merchant change after this replica's caches dropped it (to tell the others).
-    ``graphiql`` serves the GraphiQL IDE on GET /graphql.
+    ``graphiql`` serves the GraphiQL IDE on GET /graphql. Without ``orders_ops`` or
+    ``checkout`` their routes answer 404 ``feature_disabled``.
     """
     app = create_fastapi(shop, ready_check, graphiql=graphiql)
     app.state.merchant_tokens = merchant_tokens
+    app.state.orders_ops = orders_ops  # logistics, payment webhooks, merchant orders
+    app.state.checkout = checkout  # POST /v1/checkout, GET /v1/orders/{id}
     hook = invalidating(shop, on_change) if on_change else invalidating(shop)
     app.state.merchant = MerchantCatalog(shop.catalog, shop.shards, shop.currency, hook)
     # Outermost: no card number reaches a route, the fast path or a log line.
@@ -58,4 +67,6 @@ def create_fastapi(shop: Shop, ready_check: ReadyCheck, *, graphiql: bool = Fals
     for router in (*routers, merchant.router):
         app.include_router(router)
     app.include_router(graphql_router(shop, graphiql=graphiql), prefix="/graphql")
+    app.include_router(orders_ops_router)
+    app.include_router(checkout_routes.router)
     return app

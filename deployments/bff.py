@@ -7,23 +7,33 @@ from typing import Any
 from ray import serve
 from starlette.types import ASGIApp
 
-from actors.client import RayChangeBus, SearchIndexerClient, ShardClient
+from actors.checkout import CheckoutService, CheckoutSettings
+from actors.client import (
+    RayChangeBus,
+    SearchIndexerClient,
+    ShardClient,
+    connect_order_processor,
+)
 from actors.domain.errors import DomainError
 from actors.invalidation import ChangeBus, Follower, publishing
+from actors.logistics import Logistics, StoreShipmentIndex
+from actors.order_processor import OrderProcessor, SandboxAuthorizations, StoreSeenEvents
 from actors.periodic import Periodic
 from actors.shop import Shop, ShopLimits
 from api.app import create_api
 from api.card_guard import install_log_redaction
 from api.merchant_auth import MerchantTokens
-from feira.merchant_secret import merchant_token_secret
+from api.routes.orders_ops import OrdersOps
+from feira.merchant_secret import merchant_token_secret, payment_webhook_secret
+from feira.payments import open_sandbox
 from feira.settings import Settings
 from feira.stores import open_configured_search, open_configured_stores
 from storage.factory import Stores
 from storage.redis.changes import RedisChangeBus
 from storage.redis.client import RedisClient
 
-# Replicas ping the search indexer now and then: a restarted indexer starts its loop on
-# its first call, and nobody else calls it.
+# Replicas ping the search indexer and the order processor now and then: a restarted one
+# starts its loop on its first call, and nobody else calls it.
 INDEXER_PING_EVERY = 20
 
 
@@ -44,6 +54,7 @@ class BffIngress:
         self.search = open_configured_search(s)
         self.client = ShardClient.connect(s)
         self.indexer = SearchIndexerClient.connect(s)
+        self.order_processor = connect_order_processor(s)
         self.shop = Shop(
             self.client,
             self.stores.catalog,
@@ -57,6 +68,33 @@ class BffIngress:
             ),
             search_index=self.search,
         )
+        provider, ledger = open_sandbox(s)
+        self.checkout = CheckoutService(
+            self.stores.orders,
+            self.client,
+            provider,
+            self.stores.catalog,
+            CheckoutSettings(currency=s.currency, reservation_ttl_s=s.reservation_ttl_s),
+        )
+        # Refunds, webhooks and shipment events are handled in the replica that takes
+        # them; the outbox work after authorization runs in the one OrderProcessorShell.
+        processor = OrderProcessor(
+            self.stores.orders,
+            self.client,
+            provider,
+            journal=self.stores.stock,
+            carriers=s.carriers,
+            authorizations=SandboxAuthorizations(ledger),
+        )
+        self.orders_ops = OrdersOps(
+            orders=self.stores.orders,
+            processor=processor,
+            logistics=Logistics(
+                self.stores.orders, processor, StoreShipmentIndex(self.stores.orders)
+            ),
+            webhook_secrets={provider.name: payment_webhook_secret(s)},
+            seen=StoreSeenEvents(self.stores.orders),
+        )
         self.changes = open_change_bus(s)
         self.follower = Follower(self.changes, self.shop)
         self.search_refresh = Periodic(
@@ -68,6 +106,7 @@ class BffIngress:
         self._ticks += 1
         if self._ticks % INDEXER_PING_EVERY == 1:
             await self.indexer.ready()
+            await self.order_processor.ready()
         # Elasticsearch shows its own writes to every client; a Tantivy directory is
         # reloaded by each reader to see the indexer's commits.
         if self.settings.elasticsearch_url is None:
@@ -86,6 +125,8 @@ class BffIngress:
             merchant_tokens=MerchantTokens(merchant_token_secret(self.settings)),
             on_change=publishing(self.changes),
             graphiql=self.settings.environment == "development",
+            orders_ops=self.orders_ops,
+            checkout=self.checkout,
         )
 
     async def ready(self) -> dict[str, Any]:

@@ -267,13 +267,14 @@ def cmd_merchant_token(args: argparse.Namespace) -> int:
     if args.days < 1:
         raise SystemExit("--days must be at least 1")
     tokens = MerchantTokens(merchant_token_secret(settings))
+    role = getattr(args, "role", "merchant")
     try:
-        token = tokens.issue(args.merchant_id, ttl_s=args.days * 24 * 3600)
+        token = tokens.issue(args.merchant_id, ttl_s=args.days * 24 * 3600, role=role)
     except ValueError as error:
         raise SystemExit(str(error)) from error
     print(token)
     print(
-        f"valid {args.days} days for merchant {args.merchant_id}; send it as "
+        f"valid {args.days} days for {role} {args.merchant_id}; send it as "
         "'Authorization: Bearer <token>'",
         file=sys.stderr,
     )
@@ -309,7 +310,13 @@ def build_parser() -> argparse.ArgumentParser:
     )
     token.add_argument("merchant_id", help="e.g. m-001 (the demo catalog has m-001 to m-005)")
     token.add_argument("--days", type=int, default=30, help="how long it stays valid")
-    token.set_defaults(func=cmd_merchant_token)
+    token.set_defaults(func=cmd_merchant_token, role="merchant")
+    carrier = sub.add_parser(
+        "carrier-token", help="issue a token for a logistics operator (printed on stdout)"
+    )
+    carrier.add_argument("merchant_id", metavar="carrier", help="e.g. dhl (see FEIRA_CARRIERS)")
+    carrier.add_argument("--days", type=int, default=30, help="how long it stays valid")
+    carrier.set_defaults(func=cmd_merchant_token, role="carrier")
     return parser
 
 

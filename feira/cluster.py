@@ -20,7 +20,7 @@ from ray import serve
 
 from actors.client import shard_counts
 from actors.kinds import actor_name
-from actors.shells import CHANGE_HUB_NAME, SEARCH_INDEXER_NAME
+from actors.shells import CHANGE_HUB_NAME, ORDER_PROCESSOR_NAME, SEARCH_INDEXER_NAME
 from deployments.builder import APP_NAME, bind
 from feira.ingress import IngressChoice
 from feira.ray_auth import use_local_auth
@@ -188,6 +188,10 @@ def wait_ready(url: str, timeout_s: float) -> dict[str, Any]:
     raise SystemExit(f"Feira did not become ready in {timeout_s:.0f} s: {last}")
 
 
+# One of each per namespace, next to the shards.
+SINGLETONS = (CHANGE_HUB_NAME, SEARCH_INDEXER_NAME, ORDER_PROCESSOR_NAME)
+
+
 def _shard_names(settings: Settings) -> list[str]:
     return [
         actor_name(kind, i) for kind, count in shard_counts(settings).items() for i in range(count)
@@ -195,8 +199,8 @@ def _shard_names(settings: Settings) -> list[str]:
 
 
 def remove_shards(settings: Settings) -> None:
-    """Kill Feira's detached actors: the shards, the change hub and the search indexer."""
-    for name in [*_shard_names(settings), CHANGE_HUB_NAME, SEARCH_INDEXER_NAME]:
+    """Kill Feira's detached actors: the shards and the singletons."""
+    for name in [*_shard_names(settings), *SINGLETONS]:
         try:
             handle = ray.get_actor(name, namespace=settings.namespace)
         except ValueError:
@@ -218,7 +222,7 @@ def shard_reports(settings: Settings, timeout_s: float = 5.0) -> list[dict[str, 
         return {"name": name, "state": "ready", **report}
 
     async def gather() -> list[dict[str, Any]]:
-        names = [*_shard_names(settings), CHANGE_HUB_NAME, SEARCH_INDEXER_NAME]
+        names = [*_shard_names(settings), *SINGLETONS]
         return list(await asyncio.gather(*(one(n) for n in names)))
 
     return asyncio.run(gather())

@@ -55,6 +55,12 @@ class Settings(BaseSettings):
     # Signs merchant tokens (`feira merchant-token`). Unset: a random secret kept in
     # data_dir/merchant-token-secret, created on first use. At least 32 characters.
     merchant_token_secret: SecretStr | None = Field(None, min_length=32)
+    # Verifies payment webhooks (and signs the sandbox's). Unset: kept in data_dir.
+    payment_webhook_secret: SecretStr | None = Field(None, min_length=32)
+
+    # Orders: the processor polls the outbox this often; shipments go to these carriers.
+    order_processor_interval_ms: int = Field(500, ge=10, le=60_000)
+    carriers: tuple[str, ...] = ("dhl", "ups")
 
     http_host: str = "127.0.0.1"
     http_port: int = Field(8000, ge=1, le=65535)
@@ -112,8 +118,10 @@ class Settings(BaseSettings):
     def to_wire(self) -> dict[str, Any]:
         # Secrets travel in clear to the cluster's own actors and replicas only.
         wire = self.model_dump(mode="json")
-        if self.merchant_token_secret is not None:
-            wire["merchant_token_secret"] = self.merchant_token_secret.get_secret_value()
+        for name in ("merchant_token_secret", "payment_webhook_secret"):
+            secret = getattr(self, name)
+            if secret is not None:
+                wire[name] = secret.get_secret_value()
         return wire
 
     @classmethod

@@ -82,10 +82,11 @@ async def test_up_status_down(tmp_path: Path, shard_client: Any) -> None:
         assert status.returncode == 0, status.stdout + status.stderr
         report = json.loads(status.stdout)
         assert report["applications"]["feira"]["status"] == "RUNNING"
-        assert [s["state"] for s in report["shards"]] == ["ready"] * 5
+        assert [s["state"] for s in report["shards"]] == ["ready"] * 6
         assert {s["name"] for s in report["shards"]} >= {
             "feira-change-hub",
             "feira-search-indexer",
+            "feira-order-processor",
         }
     finally:
         down = await asyncio.to_thread(run, ["down"], env, 120)
