@@ -7,6 +7,7 @@ reloads what it needs from its store on first use.
 from __future__ import annotations
 
 import asyncio
+import time
 from typing import Any
 
 import ray
@@ -205,6 +206,7 @@ class SearchIndexer:
 
 
 ORDER_PROCESSOR_NAME = "feira-order-processor"
+PURGE_INTERVAL_S = 600.0
 
 
 @ray.remote
@@ -230,17 +232,29 @@ class OrderProcessorShell:
             authorizations=SandboxAuthorizations(ledger),
         )
         self.loop = Periodic("order-processor", s.order_processor_interval_ms / 1000, self._tick)
+        # Idempotency keys outlive their 24 h on purpose; a sweep now and then drops them.
+        self.purge = Periodic("purge-idempotency-keys", PURGE_INTERVAL_S, self._purge)
         self.handled = 0
         self.expired = 0
+        self.purged = 0
 
     async def _tick(self) -> None:
         while n := await self.processor.run_once():
             self.handled += n
         self.expired += await self.processor.expire_due()
 
+    async def _purge(self) -> None:
+        self.purged += await self.stores.orders.purge_idempotency(time.time())
+
     async def ready(self) -> dict[str, Any]:
         self.loop.ensure_started()
-        return {"kind": "order-processor", "handled": self.handled, "expired": self.expired}
+        self.purge.ensure_started()
+        return {
+            "kind": "order-processor",
+            "handled": self.handled,
+            "expired": self.expired,
+            "idempotency_keys_purged": self.purged,
+        }
 
 
 SHELLS: dict[str, Any] = {
