@@ -51,6 +51,7 @@ from typing import Any, TypeVar
 
 import orjson
 
+from actors.commerce_metrics import NULL_METRICS, CommerceMetrics
 from actors.domain.cart import check_cart_id
 from actors.domain.errors import DomainError, ErrorCode
 from actors.domain.money import validate_currency
@@ -94,6 +95,8 @@ _TRANSIENT = frozenset(
 _OWN_DETAILS = frozenset({"order_id", "order_status", "type", "status", "title"})
 # Orders whose cart no checkout holds any more (the shopper may edit it and try again).
 _CART_RELEASED = frozenset({OrderStatus.PAYMENT_FAILED, OrderStatus.EXPIRED, OrderStatus.CANCELLED})
+# Statuses in which a checkout's order counts as placed (for metrics).
+_PLACED = frozenset({OrderStatus.AUTHORIZED.value, OrderStatus.PENDING_PAYMENT.value})
 
 
 @dataclass(frozen=True, slots=True)
@@ -266,6 +269,7 @@ class CheckoutService:
         catalog: CatalogStore,
         settings: CheckoutSettings = CheckoutSettings(),
         clock: Callable[[], float] = time.time,
+        metrics: CommerceMetrics = NULL_METRICS,
     ) -> None:
         self.orders = orders
         self.shards = shards
@@ -273,6 +277,7 @@ class CheckoutService:
         self.catalog = catalog
         self.settings = settings
         self._clock = clock
+        self.metrics = metrics
         # key -> (request hash, the run): one run per key at a time in this process.
         self._flights: dict[str, tuple[str, asyncio.Task[CheckoutAnswer]]] = {}
 
@@ -390,7 +395,16 @@ class CheckoutService:
             raise DomainError(
                 ErrorCode.STORE_UNAVAILABLE, "order store unavailable; retry"
             ) from None
-        return await self._pay(order, request, key, digest, provisional.expires_at, holder, render)
+        return await self._pay(
+            order,
+            request,
+            key,
+            digest,
+            provisional.expires_at,
+            holder,
+            render,
+            cart_created_at=float(cart["created_at"]),
+        )
 
     async def _price(self, cart: Mapping[str, Any], request: CheckoutRequest) -> list[OrderLine]:
         """The cart's lines priced now from the pricing shards, with their products."""
@@ -473,6 +487,7 @@ class CheckoutService:
         expires_at: float,
         holder: str,
         render: Render,
+        cart_created_at: float,
     ) -> CheckoutAnswer:
         outcome = await self._authorize(order, request.payment_token)
         if isinstance(outcome, Authorization):
@@ -482,6 +497,13 @@ class CheckoutService:
             answer = CheckoutAnswer(202, placed_answer(order))
         else:
             answer = await self._payment_failed(order, outcome, request.cart_id, holder, render)
+        # Once per run (replays never get here): placed, or the payment failed.
+        if isinstance(outcome, DomainError):
+            self.metrics.payment_failed(outcome.code.value)
+        elif answer.body.get("status") in _PLACED:
+            self.metrics.order_placed(
+                max(0.0, self._clock() - cart_created_at), order.total, order.currency
+            )
         outcome_record = IdempotencyRecord(
             OUTCOME_SCOPE,
             key,
@@ -663,6 +685,7 @@ class CheckoutService:
             return await self._yield_to(lost.existing, digest, cart_id, holder)
         except StorageError as failure:
             log.warning("checkout refusal not stored (%s); answering anyway", failure)
+        self.metrics.checkout_refused(error.code.value)
         await self._unfreeze(cart_id, holder)
         return CheckoutAnswer(status, body)
 

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 from actors.cache import TTLCache
+from actors.commerce_metrics import NULL_METRICS, CommerceMetrics
 from actors.domain.errors import DomainError, ErrorCode
 from actors.domain.money import Money
 from actors.domain.pricing import Quote, price_lines
@@ -63,8 +64,10 @@ class Shop:
         currency: str,
         limits: ShopLimits = ShopLimits(),
         search_index: SearchIndex | None = None,
+        metrics: CommerceMetrics = NULL_METRICS,
     ) -> None:
         self.shards = shards
+        self.metrics = metrics
         self.catalog = catalog
         self.search_index = search_index
         self.currency = currency
@@ -92,6 +95,7 @@ class Shop:
         snap = await self.shards.call(
             ShardKind.CART, cart_id, "create", new_op_id(), cart_id, customer_id
         )
+        self.metrics.cart_created()  # a cart is a session (actors/commerce_metrics.py)
         return await self._priced(snap)
 
     async def get_cart(self, cart_id: str) -> dict[str, Any]:

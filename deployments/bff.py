@@ -24,6 +24,7 @@ from api.app import create_api
 from api.card_guard import install_log_redaction
 from api.merchant_auth import MerchantTokens
 from api.routes.orders_ops import OrdersOps
+from deployments.metrics import RayCommerceMetrics
 from feira.merchant_secret import merchant_token_secret, payment_webhook_secret
 from feira.payments import open_sandbox
 from feira.settings import Settings
@@ -53,6 +54,7 @@ class BffIngress:
         self.stores: Stores = open_configured_stores(s)
         self.search = open_configured_search(s)
         self.client = ShardClient.connect(s)
+        self.metrics = RayCommerceMetrics()
         self.indexer = SearchIndexerClient.connect(s)
         self.order_processor = connect_order_processor(s)
         self.shop = Shop(
@@ -67,6 +69,7 @@ class BffIngress:
                 page_stock_ttl_s=s.page_stock_cache_ttl_ms / 1000,
             ),
             search_index=self.search,
+            metrics=self.metrics,
         )
         provider, ledger = open_sandbox(s)
         self.checkout = CheckoutService(
@@ -75,6 +78,7 @@ class BffIngress:
             provider,
             self.stores.catalog,
             CheckoutSettings(currency=s.currency, reservation_ttl_s=s.reservation_ttl_s),
+            metrics=self.metrics,
         )
         # Refunds, webhooks and shipment events are handled in the replica that takes
         # them; the outbox work after authorization runs in the one OrderProcessorShell.

@@ -1,0 +1,182 @@
+"""Checkout capacity: the highest constant rate of ``POST /v1/checkout`` a running Feira
+serves with P95 < 200 ms, each request a new order (own cart, own Idempotency-Key).
+
+    .venv/bin/feira up --detach
+    .venv/bin/python -m benchmarks.checkout --results-md benchmarks/RESULTS.md
+
+Carts (one unit of one SKU each, spread over many SKUs so no SKU runs out) are filled
+before timing. A checkout freezes the cart, prices it, reserves stock, writes the order
+and its outbox event, and authorizes with the sandbox processor; the order processor then
+captures and ships in the background, on the same 2 cores.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import datetime as dt
+import json
+import shlex
+import sys
+from pathlib import Path
+from typing import Any
+
+from benchmarks.cart_add import (
+    STEP_HEADER,
+    SetupError,
+    create_carts,
+    fetch_skus,
+    fmt_row,
+    get_json,
+    machine_info,
+    parse_rates,
+    replace_section,
+)
+from benchmarks.openloop import (
+    Connection,
+    OpenLoopDriver,
+    Request,
+    Sweep,
+    Target,
+    require_loopback,
+    schedule_count,
+    step_rates,
+)
+
+SECTION_HEADING = "## Checkout over HTTP (issue 5)"
+DEFAULT_RATES = "25,50,75,100,150"
+_JSON = {"Content-Type": "application/json"}
+
+
+async def fill_carts(host: str, port: int, carts: list[str], skus: list[str]) -> None:
+    """One unit of SKU ``i % len(skus)`` in cart ``i``, 16 requests at a time."""
+    queue = list(enumerate(carts))
+
+    async def worker() -> None:
+        conn = Connection(host, port)
+        try:
+            while queue:
+                i, cart = queue.pop()
+                body = json.dumps({"sku": skus[i % len(skus)], "quantity": 1}).encode()
+                reply = await conn.request("POST", f"/v1/carts/{cart}/items", body, _JSON)
+                if reply.status != 200:
+                    raise SetupError(f"filling cart {cart}: {reply.status} {reply.body[:200]!r}")
+        finally:
+            conn.close()
+
+    async with asyncio.TaskGroup() as group:
+        for _ in range(16):
+            group.create_task(worker())
+
+
+async def run(args: argparse.Namespace) -> dict[str, Any]:
+    host, port = require_loopback(args.url)
+    rates = sorted(set(args.rates))
+    planned = sum(schedule_count(r, args.warmup + args.duration) for r in rates)
+    probe = Connection(host, port)
+    try:
+        skus = await fetch_skus(probe, args.skus)
+        ready = await get_json(probe, "GET", "/readyz", 200)
+    finally:
+        probe.close()
+    print(f"setup: {planned:,} carts over {len(skus)} SKUs ...", flush=True)
+    carts = await create_carts(host, port, planned)
+    await fill_carts(host, port, carts, skus)
+    bodies = [
+        json.dumps({"cart_id": c, "payment_token": "tok_approve"}).encode() for c in carts
+    ]
+    run_id = dt.datetime.now(dt.UTC).strftime("%H%M%S")
+
+    def make_request(seq: int) -> Request:
+        headers = {**_JSON, "Idempotency-Key": f"bench-{run_id}-{seq}"}
+        return "POST", "/v1/checkout", bodies[seq % len(bodies)], headers
+
+    driver = OpenLoopDriver(
+        args.url, make_request, connections=args.connections, expected_statuses=(202,)
+    )
+    target = Target(p95_s=args.p95_ms / 1000, max_error_rate=0.001)
+
+    async def after_step(step: Any) -> None:
+        print(fmt_row(step), flush=True)
+
+    print(STEP_HEADER, flush=True)
+    sweep: Sweep = await step_rates(
+        driver, rates, duration_s=args.duration, warmup_s=args.warmup, target=target,
+        after_step=after_step,
+    )
+    best = sweep.best_rate
+    print(f"highest passing rate: {best:g} checkouts/s" if best else "no rate passed")
+    return {
+        "date": dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M UTC"),
+        "command": ".venv/bin/python -m benchmarks.checkout " + shlex.join(sys.argv[1:]),
+        "machine": machine_info(),
+        "shards": ready.get("shards"),
+        "skus": len(skus),
+        "target_p95_ms": args.p95_ms,
+        "sweep": sweep.to_json(),
+    }
+
+
+def markdown_section(report: dict[str, Any]) -> str:
+    machine = report["machine"]
+    rows = [
+        "| offered/s | achieved | P50 ms | P95 ms | P99 ms | errors % | result |",
+        "|---:|---:|---:|---:|---:|---:|:---|",
+    ]
+    for s in report["sweep"]["steps"]:
+        rows.append(
+            f"| {s['rate']:g} | {s['achieved_rps']:.0f} | {s['p50_s'] * 1000:.1f} "
+            f"| {s['p95_s'] * 1000:.1f} | {s['p99_s'] * 1000:.1f} "
+            f"| {s['error_rate'] * 100:.2f} | {'pass' if s['passed'] else 'FAIL'} |"
+        )
+    best = report["sweep"]["best_rate"]
+    return "\n".join(
+        [
+            SECTION_HEADING,
+            "",
+            f"{report['date']}, {machine.get('nproc')} CPUs ({machine.get('cpu_model')}), "
+            f"shards {report['shards']}, {report['skus']} SKUs. Each request is a new order "
+            f"(own cart and key); goal P95 < {report['target_p95_ms']:g} ms.",
+            "",
+            f"Command: `{report['command']}`",
+            "",
+            *rows,
+            "",
+            f"**Highest passing rate: {best:g} checkouts/s.**" if best else "No rate passed.",
+            "",
+        ]
+    )
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m benchmarks.checkout", description=__doc__)
+    p.add_argument("--url", default="http://127.0.0.1:8000")
+    p.add_argument("--rates", type=parse_rates, default=parse_rates(DEFAULT_RATES))
+    p.add_argument("--duration", type=float, default=10.0)
+    p.add_argument("--warmup", type=float, default=2.0)
+    p.add_argument("--connections", type=int, default=64)
+    p.add_argument("--skus", type=int, default=400)
+    p.add_argument("--p95-ms", type=float, default=200.0)
+    p.add_argument("--out", type=Path, default=Path("benchmarks/out/checkout.json"))
+    p.add_argument("--results-md", type=Path, default=None)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        report = asyncio.run(run(args))
+    except (SetupError, OSError, ValueError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 1
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(report, indent=2, default=str))
+    if args.results_md is not None:
+        doc = args.results_md.read_text() if args.results_md.exists() else "# Benchmark results\n"
+        args.results_md.write_text(replace_section(doc, SECTION_HEADING, markdown_section(report)))
+        print(f"updated {args.results_md}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
