@@ -4,7 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: up down status test lint unit bench clean
+.PHONY: up down status test lint unit bench clean protos
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -30,6 +30,10 @@ unit: $(STAMP)
 
 test: lint
 	$(PY) -m pytest -q -p no:cacheprovider -rP
+
+# Regenerate the gRPC code from protos/ (byte-identical on every run; a test checks it).
+protos: $(STAMP)
+	$(PY) scripts/gen_protos.py
 
 bench: $(STAMP)
 	$(PY) -m benchmarks.cart_add

@@ -22,6 +22,7 @@ from actors.client import shard_counts
 from actors.kinds import actor_name
 from actors.shells import CHANGE_HUB_NAME, ORDER_PROCESSOR_NAME, SEARCH_INDEXER_NAME
 from deployments.builder import APP_NAME, bind
+from deployments.grpc_ingress import GRPC_APP_NAME, GRPC_ROUTE_PREFIX, bind_grpc, grpc_options
 from feira.ingress import IngressChoice
 from feira.ray_auth import use_local_auth
 from feira.settings import Settings
@@ -167,8 +168,17 @@ def disconnect() -> None:
 
 
 def deploy(settings: Settings) -> None:
-    serve.start(http_options={"host": settings.http_host, "port": settings.http_port})
+    serve.start(
+        http_options={"host": settings.http_host, "port": settings.http_port},
+        grpc_options=grpc_options(settings.grpc_port) if settings.grpc_port else None,
+    )
     serve.run(bind(settings), name=APP_NAME, route_prefix="/", blocking=False)
+    if settings.grpc_port:
+        # HAProxy routes only apps with a route prefix, gRPC included: hence a placeholder.
+        serve.run(
+            bind_grpc(settings), name=GRPC_APP_NAME, route_prefix=GRPC_ROUTE_PREFIX,
+            blocking=False,
+        )
 
 
 def wait_ready(url: str, timeout_s: float) -> dict[str, Any]:
@@ -209,6 +219,7 @@ def remove_shards(settings: Settings) -> None:
 
 
 def delete_app() -> None:
+    serve.delete(GRPC_APP_NAME)
     serve.delete(APP_NAME)
 
 

@@ -64,6 +64,9 @@ class Settings(BaseSettings):
 
     http_host: str = "127.0.0.1"
     http_port: int = Field(8000, ge=1, le=65535)
+    # Serve's gRPC ingress (internal InventoryService, OrderService); 0 = none. Binds on
+    # http_host; keep it on the internal network (no authentication yet).
+    grpc_port: int = Field(9000, ge=0, le=65535)
     # Ray cluster: empty address means `feira up` starts a local one.
     ray_address: str | None = None
     # Ray's GCS defaults to 6379, which is Redis's port; we never use that default.

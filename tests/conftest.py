@@ -70,6 +70,7 @@ def settings(data_dir: Path, pg_database: str, redis_url: str, session_prefix: s
         inventory_shards=2,
         pricing_shards=2,
         http_port=free_port(),
+        grpc_port=free_port(),
         demo_products=TEST_PRODUCTS,
         reservation_sweep_interval_ms=200,
         # Long cache TTLs and two replicas: a merchant's change must reach every replica

@@ -44,6 +44,7 @@ def cli_env(data_dir: Path, haproxy_dir: str, http_port: int) -> dict[str, str]:
         "FEIRA_RAY_GCS_PORT": str(free_port()),
         "FEIRA_RAY_DASHBOARD_PORT": str(free_port()),
         "FEIRA_HTTP_PORT": str(http_port),
+        "FEIRA_GRPC_PORT": str(free_port()),
         "FEIRA_DEMO_PRODUCTS": "40",
         "FEIRA_CART_SHARDS": "1",
         "FEIRA_INVENTORY_SHARDS": "1",
