@@ -230,6 +230,7 @@ class OrderProcessorShell:
             journal=self.stores.stock,
             carriers=s.carriers,
             authorizations=SandboxAuthorizations(ledger),
+            lease_s=s.order_outbox_lease_s,
         )
         self.loop = Periodic("order-processor", s.order_processor_interval_ms / 1000, self._tick)
         # Idempotency keys outlive their 24 h on purpose; a sweep now and then drops them.

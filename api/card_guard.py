@@ -86,10 +86,14 @@ def scan_body(content_type: str, body: bytes, root: str = "$") -> list[str]:
 
 
 def scan_target(scope: Scope) -> list[str]:
-    """Card numbers in the URL path or the query string."""
+    """Card numbers in the URL path, the query string or a header value (an
+    Idempotency-Key, for one, is stored)."""
     found: list[str] = []
     if contains_card_number(scope.get("path", "")):
         found.append("path")
+    for name, value in scope.get("headers", ()):
+        if contains_card_number(value.decode("latin-1")):
+            found.append(f"header:{name.decode('latin-1').lower()}")
     query = scope.get("query_string", b"").decode("latin-1")
     if query:
         found += _pairs(parse_qsl(query, keep_blank_values=True), "query")

@@ -89,6 +89,7 @@ class BffIngress:
             journal=self.stores.stock,
             carriers=s.carriers,
             authorizations=SandboxAuthorizations(ledger),
+            lease_s=s.order_outbox_lease_s,
         )
         self.orders_ops = OrdersOps(
             orders=self.stores.orders,

@@ -60,6 +60,8 @@ class Settings(BaseSettings):
 
     # Orders: the processor polls the outbox this often; shipments go to these carriers.
     order_processor_interval_ms: int = Field(500, ge=10, le=60_000)
+    # A claimed outbox batch whose processor died is handed out again after this long.
+    order_outbox_lease_s: float = Field(60.0, ge=1.0, le=3600.0)
     carriers: tuple[str, ...] = ("dhl", "ups")
 
     http_host: str = "127.0.0.1"

@@ -79,6 +79,8 @@ def settings(data_dir: Path, pg_database: str, redis_url: str, session_prefix: s
         product_cache_ttl_ms=60_000,
         bff_replicas=2,
         search_sync_interval_ms=100,
+        # A killed order processor's batch comes back quickly in the fault tests.
+        order_outbox_lease_s=10.0,
     )
 
 

@@ -431,6 +431,21 @@ async def test_query_string_and_path(client: httpx.AsyncClient, downstream: Down
     assert downstream.calls == ["/echo"]
 
 
+async def test_header_values(client: httpx.AsyncClient, downstream: Downstream) -> None:
+    refused = await client.get("/echo", headers={"Idempotency-Key": PAN})
+    assert_refused(refused, "header:idempotency-key")
+    assert PAN not in refused.text
+    assert downstream.calls == []
+    ok = await client.get(
+        "/echo",
+        headers={
+            "Idempotency-Key": "order-1750000000000",
+            "traceparent": "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
+        },
+    )
+    assert ok.status_code == 200
+
+
 async def test_oversized_bodies_are_413(client: httpx.AsyncClient, downstream: Downstream) -> None:
     big = b'{"x": "' + b"a" * 5000 + b'"}'
     declared = await client.post("/echo", content=big, headers={"content-type": "application/json"})
