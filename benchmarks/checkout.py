@@ -69,16 +69,32 @@ async def fill_carts(host: str, port: int, carts: list[str], skus: list[str]) ->
             group.create_task(worker())
 
 
+async def stocked(conn: Connection, skus: list[str], need: int) -> list[str]:
+    """The SKUs with at least ``need`` units available: a refusal for want of stock would
+    count as an error of the server."""
+    keep: list[str] = []
+    for start in range(0, len(skus), 100):
+        query = "&".join(f"sku={sku}" for sku in skus[start : start + 100])
+        for level in await get_json(conn, "GET", f"/v1/stock?{query}", 200):
+            if level["available"] >= need:
+                keep.append(level["sku"])
+    return keep
+
+
 async def run(args: argparse.Namespace) -> dict[str, Any]:
     host, port = require_loopback(args.url)
     rates = sorted(set(args.rates))
     planned = sum(schedule_count(r, args.warmup + args.duration) for r in rates)
     probe = Connection(host, port)
     try:
-        skus = await fetch_skus(probe, args.skus)
+        candidates = await fetch_skus(probe, args.skus)
+        # Each SKU takes about planned / SKUs orders; ask for twice that, at least 10.
+        skus = await stocked(probe, candidates, max(10, 2 * planned // max(1, len(candidates))))
         ready = await get_json(probe, "GET", "/readyz", 200)
     finally:
         probe.close()
+    if not skus:
+        raise SetupError("no SKU has enough stock for this run; seed more products")
     print(f"setup: {planned:,} carts over {len(skus)} SKUs ...", flush=True)
     carts = await create_carts(host, port, planned)
     await fill_carts(host, port, carts, skus)
