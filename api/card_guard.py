@@ -85,15 +85,31 @@ def scan_body(content_type: str, body: bytes, root: str = "$") -> list[str]:
     return [root] if contains_card_number(text) else []
 
 
+# Headers that proxies and tracers set, never a client's data: Ray's HAProxy ingress, for
+# one, adds a random numeric x-request-id that can pass a Luhn check by chance.
+INFRASTRUCTURE_HEADERS = frozenset(
+    {
+        "host", "content-length", "x-request-id", "traceparent", "tracestate", "via",
+        "forwarded", "x-real-ip", "x-amzn-trace-id", "x-cloud-trace-context", "b3",
+    }
+)
+INFRASTRUCTURE_PREFIXES = ("x-forwarded-", "x-b3-")
+
+
+def _client_header(name: str) -> bool:
+    return name not in INFRASTRUCTURE_HEADERS and not name.startswith(INFRASTRUCTURE_PREFIXES)
+
+
 def scan_target(scope: Scope) -> list[str]:
     """Card numbers in the URL path, the query string or a header value (an
     Idempotency-Key, for one, is stored)."""
     found: list[str] = []
     if contains_card_number(scope.get("path", "")):
         found.append("path")
-    for name, value in scope.get("headers", ()):
-        if contains_card_number(value.decode("latin-1")):
-            found.append(f"header:{name.decode('latin-1').lower()}")
+    for raw_name, value in scope.get("headers", ()):
+        name = raw_name.decode("latin-1").lower()
+        if _client_header(name) and contains_card_number(value.decode("latin-1")):
+            found.append(f"header:{name}")
     query = scope.get("query_string", b"").decode("latin-1")
     if query:
         found += _pairs(parse_qsl(query, keep_blank_values=True), "query")
