@@ -30,7 +30,6 @@ from benchmarks.cart_add import (
     get_json,
     machine_info,
     parse_rates,
-    replace_section,
 )
 from benchmarks.openloop import (
     Connection,
@@ -42,6 +41,7 @@ from benchmarks.openloop import (
     schedule_count,
     step_rates,
 )
+from benchmarks.report import save
 
 SECTION_HEADING = "## Checkout over HTTP (issue 5)"
 DEFAULT_RATES = "25,50,75,100,150"
@@ -185,12 +185,7 @@ def main(argv: list[str] | None = None) -> int:
     except (SetupError, OSError, ValueError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 1
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(report, indent=2, default=str))
-    if args.results_md is not None:
-        doc = args.results_md.read_text() if args.results_md.exists() else "# Benchmark results\n"
-        args.results_md.write_text(replace_section(doc, SECTION_HEADING, markdown_section(report)))
-        print(f"updated {args.results_md}")
+    save(report, args.out, args.results_md, SECTION_HEADING, markdown_section(report))
     return 0
 
 

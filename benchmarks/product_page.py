@@ -14,7 +14,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import datetime as dt
-import json
 import shlex
 import sys
 from pathlib import Path
@@ -28,7 +27,6 @@ from benchmarks.cart_add import (
     get_json,
     machine_info,
     parse_rates,
-    replace_section,
 )
 from benchmarks.openloop import (
     Connection,
@@ -39,6 +37,7 @@ from benchmarks.openloop import (
     require_loopback,
     step_rates,
 )
+from benchmarks.report import save
 
 SECTION_HEADING = "## Product page, warm caches (issue 4)"
 DEFAULT_RATES = "100,200,300,400"
@@ -160,12 +159,7 @@ def main(argv: list[str] | None = None) -> int:
     except (SetupError, OSError, ValueError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 1
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(report, indent=2, default=str))
-    if args.results_md is not None:
-        doc = args.results_md.read_text() if args.results_md.exists() else "# Benchmark results\n"
-        args.results_md.write_text(replace_section(doc, SECTION_HEADING, markdown_section(report)))
-        print(f"updated {args.results_md}")
+    save(report, args.out, args.results_md, SECTION_HEADING, markdown_section(report))
     return 0
 
 
