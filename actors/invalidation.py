@@ -23,14 +23,19 @@ import asyncio
 import contextlib
 import inspect
 import logging
-import random
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass
-from enum import StrEnum
 from typing import Any, Protocol, TypeVar
 
 from actors.change_log import Batch, ChangeLog
+
+# Re-exported: the records live in storage/ so the Redis bus need not import actors/.
+from storage.backoff import Backoff as Backoff
+from storage.cache_events import CacheEvent as CacheEvent
+from storage.cache_events import CacheKind as CacheKind
+from storage.cache_events import Change as Change
+from storage.cache_events import Reset as Reset
 from storage.errors import StoreUnavailable
 
 log = logging.getLogger("feira.invalidation")
@@ -38,63 +43,10 @@ log = logging.getLogger("feira.invalidation")
 R = TypeVar("R")
 
 DEFAULT_POLL_TIMEOUT_S = 10.0
+POLL_BACKOFF = Backoff()
+FOLLOW_BACKOFF = Backoff(0.1, 10.0)
 
 
-class CacheKind(StrEnum):
-    PRODUCT = "product"  # keys are product ids
-    PRICE = "price"  # keys are SKUs
-
-
-@dataclass(frozen=True, slots=True)
-class CacheEvent:
-    """These keys changed in their store; replicas must drop what they cached for them."""
-
-    kind: CacheKind
-    keys: tuple[str, ...]
-
-    def __post_init__(self) -> None:
-        object.__setattr__(self, "kind", CacheKind(self.kind))
-        keys: Any = self.keys
-        if isinstance(keys, str | bytes):
-            raise TypeError("keys must be a sequence of strings, not one string")
-        keys = tuple(keys)
-        if not keys:
-            raise ValueError("a cache event needs at least one key")
-        for key in keys:
-            if not isinstance(key, str) or not key:
-                raise ValueError(f"cache keys must be non-empty strings, got {key!r}")
-        object.__setattr__(self, "keys", keys)
-
-    @classmethod
-    def products(cls, product_ids: Iterable[str]) -> CacheEvent:
-        return cls(CacheKind.PRODUCT, tuple(product_ids))
-
-    @classmethod
-    def prices(cls, skus: Iterable[str]) -> CacheEvent:
-        return cls(CacheKind.PRICE, tuple(skus))
-
-    def to_json(self) -> dict[str, Any]:
-        return {"kind": self.kind.value, "keys": list(self.keys)}
-
-    @classmethod
-    def from_json(cls, data: Any) -> CacheEvent:
-        """Raises ValueError (or TypeError) for anything that is not an event."""
-        if not isinstance(data, dict):
-            raise ValueError("not a cache event")
-        kind, keys = data.get("kind"), data.get("keys")
-        if not isinstance(kind, str) or not isinstance(keys, list):
-            raise ValueError("not a cache event")
-        return cls(CacheKind(kind), tuple(keys))
-
-
-@dataclass(frozen=True, slots=True)
-class Reset:
-    """The subscriber may have missed events: drop every cached entry."""
-
-    reason: str = ""
-
-
-Change = CacheEvent | Reset
 
 
 class ChangeBus(Protocol):
@@ -161,24 +113,6 @@ def publishing(bus: ChangeBus) -> Callable[[str, Sequence[str]], Awaitable[None]
     return publish
 
 
-@dataclass(frozen=True, slots=True)
-class Backoff:
-    """Exponential backoff with jitter: attempt n (from 1) waits about
-    ``initial_s * 2**(n-1)``, never more than ``max_s``, jittered down by up to half so
-    that replicas that lost the bus together do not come back in step."""
-
-    initial_s: float = 0.05
-    max_s: float = 5.0
-
-    def __post_init__(self) -> None:
-        if self.initial_s <= 0 or self.max_s < self.initial_s:
-            raise ValueError("need 0 < initial_s <= max_s")
-
-    def delay(self, attempt: int) -> float:
-        base = min(self.max_s, self.initial_s * 2.0 ** min(max(attempt, 1) - 1, 30))
-        return base * random.uniform(0.5, 1.0)
-
-
 # --- a subscription that long-polls a ChangeLog --------------------------------------
 
 Fetch = Callable[[str | None, int, float], Awaitable[Batch[CacheEvent]]]
@@ -190,7 +124,7 @@ async def poll_changes(
     *,
     poll_timeout_s: float = DEFAULT_POLL_TIMEOUT_S,
     transient: tuple[type[BaseException], ...] = (StoreUnavailable,),
-    backoff: Backoff = Backoff(),
+    backoff: Backoff = POLL_BACKOFF,
     closing: asyncio.Event | None = None,
     source: str = "change log",
 ) -> AsyncIterator[Change]:
@@ -318,7 +252,7 @@ async def follow(
     bus: ChangeBus,
     target: CacheTarget,
     *,
-    backoff: Backoff = Backoff(0.1, 10.0),
+    backoff: Backoff = FOLLOW_BACKOFF,
     stats: FollowStats | None = None,
 ) -> None:
     """Apply the bus's changes to ``target`` until the bus is closed (returns) or the task
@@ -392,7 +326,7 @@ class Follower:
     """
 
     def __init__(
-        self, bus: ChangeBus, target: CacheTarget, *, backoff: Backoff = Backoff(0.1, 10.0)
+        self, bus: ChangeBus, target: CacheTarget, *, backoff: Backoff = FOLLOW_BACKOFF
     ) -> None:
         self.bus = bus
         self.target = target

@@ -30,7 +30,8 @@ from typing import Any
 import orjson
 from redis.asyncio.client import PubSub
 
-from actors.invalidation import Backoff, CacheEvent, Change, Reset
+from storage.backoff import Backoff
+from storage.cache_events import CacheEvent, Change, Reset
 from storage.errors import StoreUnavailable
 from storage.redis.client import RedisClient
 
