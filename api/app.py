@@ -17,6 +17,7 @@ from api.routes import bff, carts, catalog, health, merchant, search
 from api.routes import checkout as checkout_routes
 from api.routes.orders_ops import OrdersOps
 from api.routes.orders_ops import router as orders_ops_router
+from api.security_headers import SecurityHeaders
 
 if TYPE_CHECKING:
     from actors.checkout import CheckoutService
@@ -48,8 +49,9 @@ def create_api(
     app.state.checkout = checkout  # POST /v1/checkout, GET /v1/orders/{id}
     hook = invalidating(shop, on_change) if on_change else invalidating(shop)
     app.state.merchant = MerchantCatalog(shop.catalog, shop.shards, shop.currency, hook)
-    # Outermost: no card number reaches a route, the fast path or a log line.
-    return CardDataGuard(FastPath(app, shop) if fast_path else app)
+    # The card guard sees a request before any route, the fast path or a log line; the
+    # security headers go on every answer, the guard's refusals included.
+    return SecurityHeaders(CardDataGuard(FastPath(app, shop) if fast_path else app))
 
 
 def create_fastapi(shop: Shop, ready_check: ReadyCheck, *, graphiql: bool = False) -> FastAPI:

@@ -222,3 +222,24 @@ async def test_card_numbers_are_refused_before_any_route(
     assert (await client.get(f"/v1/carts/{cart['id']}")).json()["lines"] == []
     search = await client.get("/v1/search", params={"q": "5555555555554444"})
     assert search.status_code == 422
+
+
+async def test_every_answer_carries_security_headers(
+    api: tuple[httpx.AsyncClient, Any],
+) -> None:
+    client, _ = api
+    cart = (await client.post("/v1/carts")).json()
+    answers = [
+        await client.get(f"/v1/carts/{cart['id']}"),  # fast path when enabled
+        await client.get("/v1/products", params={"limit": 1}),  # FastAPI
+        await client.get("/v1/products/nope"),  # a problem+json refusal
+        await client.post(f"/v1/carts/{cart['id']}/items", json={"note": "4111111111111111"}),
+    ]
+    for reply in answers:
+        assert reply.headers["x-content-type-options"] == "nosniff"
+        assert reply.headers["x-frame-options"] == "DENY"
+        assert reply.headers["referrer-policy"] == "no-referrer"
+        assert reply.headers["content-security-policy"].startswith("default-src 'none'")
+    docs = await client.get("/docs")
+    assert docs.headers["x-frame-options"] == "DENY"
+    assert "content-security-policy" not in docs.headers  # Swagger UI loads from a CDN
