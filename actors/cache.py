@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import time
 from collections import OrderedDict
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import Generic, TypeVar
 
 V = TypeVar("V")
@@ -33,6 +33,18 @@ class TTLCache(Generic[V]):
         self._data.move_to_end(key)
         self.hits += 1
         return item[1]
+
+    def split(self, keys: Iterable[str]) -> tuple[dict[str, V], list[str]]:
+        """The fresh entries among ``keys``, and the keys (once each) that missed."""
+        found: dict[str, V] = {}
+        missing: list[str] = []
+        for key in dict.fromkeys(keys):
+            value = self.get(key)
+            if value is None:
+                missing.append(key)
+            else:
+                found[key] = value
+        return found, missing
 
     def put(self, key: str, value: V) -> None:
         if self._max == 0 or self._ttl <= 0:

@@ -8,9 +8,10 @@ from __future__ import annotations
 
 import itertools
 import secrets
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
-from typing import Any, Protocol
+from functools import partial
+from typing import Any, Protocol, TypeVar
 
 from actors.cache import TTLCache
 from actors.commerce_metrics import NULL_METRICS, CommerceMetrics
@@ -23,6 +24,8 @@ from storage.records import ProductDoc, SearchQuery, SearchResult
 
 MAX_SKUS_PER_LOOKUP = 100
 RECOMMENDATIONS = 4
+
+V = TypeVar("V")
 
 
 class ShardCaller(Protocol):
@@ -162,21 +165,8 @@ class Shop:
 
     async def quotes(self, skus: Sequence[str], *, require: bool = False) -> dict[str, Any]:
         """Current quotes, from the replica cache when fresh (prices may lag by its TTL)."""
-        found: dict[str, Any] = {}
-        missing: list[str] = []
-        for sku in skus:
-            q = self.prices.get(sku)
-            if q is None:
-                missing.append(sku)
-            else:
-                found[sku] = q
-        if missing:
-            generation = self.generation
-            fetched = await self.shards.fanout(ShardKind.PRICING, missing, "quote")
-            if generation == self.generation:
-                for sku, q in fetched.items():
-                    self.prices.put(sku, q)
-            found.update(fetched)
+        quote = partial(self.shards.fanout, ShardKind.PRICING, op="quote")
+        found = await self._read_through(self.prices, skus, quote)
         if require:
             for sku in skus:
                 if sku not in found:
@@ -193,20 +183,7 @@ class Shop:
     async def _page_stock(self, skus: Sequence[str]) -> dict[str, dict[str, int]]:
         """Stock for display, up to ``page_stock_ttl_s`` old: a warm product page is then
         answered from memory alone."""
-        found: dict[str, dict[str, int]] = {}
-        missing = []
-        for sku in skus:
-            level = self.page_stock.get(sku)
-            if level is None:
-                missing.append(sku)
-            else:
-                found[sku] = level
-        if missing:
-            fetched = await self.stock(missing)
-            for sku, level in fetched.items():
-                self.page_stock.put(sku, level)
-            found.update(fetched)
-        return found
+        return await self._read_through(self.page_stock, skus, self.stock)
 
     # --- catalog ----------------------------------------------------------------------
 
@@ -229,22 +206,32 @@ class Shop:
         Same visibility and caching as :meth:`product`; unknown, draft and archived
         products are simply absent.
         """
-        found: dict[str, ProductDoc] = {}
-        missing: list[str] = []
-        for product_id in dict.fromkeys(product_ids):
-            doc = self.products.get(product_id)
-            if doc is None:
-                missing.append(product_id)
-            else:
-                found[product_id] = doc
+        return await self._read_through(
+            self.products,
+            product_ids,
+            self.catalog.get_products,
+            keep=lambda doc: doc.get("status") == "published",
+        )
+
+    async def _read_through(
+        self,
+        cache: TTLCache[V],
+        keys: Sequence[str],
+        fetch: Callable[[list[str]], Awaitable[dict[str, V]]],
+        keep: Callable[[V], bool] | None = None,
+    ) -> dict[str, V]:
+        """Fresh cache entries, plus one ``fetch`` of the misses whose results (those
+        ``keep`` accepts) are cached unless an invalidation happened meanwhile."""
+        found, missing = cache.split(keys)
         if missing:
             generation = self.generation
-            fetched = await self.catalog.get_products(missing)
-            for product_id, doc in fetched.items():
-                if doc.get("status") == "published":
-                    found[product_id] = doc
-                    if generation == self.generation:
-                        self.products.put(product_id, doc)
+            fetched = await fetch(missing)
+            fresh = generation == self.generation
+            for key, value in fetched.items():
+                if keep is None or keep(value):
+                    found[key] = value
+                    if fresh:
+                        cache.put(key, value)
         return found
 
     async def list_products(

@@ -18,7 +18,6 @@ import datetime as dt
 import json
 import shlex
 import sys
-from pathlib import Path
 from typing import Any
 
 from benchmarks.cart_add import (
@@ -29,7 +28,6 @@ from benchmarks.cart_add import (
     fmt_row,
     get_json,
     machine_info,
-    parse_rates,
 )
 from benchmarks.openloop import (
     Connection,
@@ -41,7 +39,7 @@ from benchmarks.openloop import (
     schedule_count,
     step_rates,
 )
-from benchmarks.report import save
+from benchmarks.report import save, steps_table, sweep_arguments
 
 SECTION_HEADING = "## Checkout over HTTP (issue 5)"
 DEFAULT_RATES = "25,50,75,100,150"
@@ -135,16 +133,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
 
 def markdown_section(report: dict[str, Any]) -> str:
     machine = report["machine"]
-    rows = [
-        "| offered/s | achieved | P50 ms | P95 ms | P99 ms | errors % | result |",
-        "|---:|---:|---:|---:|---:|---:|:---|",
-    ]
-    for s in report["sweep"]["steps"]:
-        rows.append(
-            f"| {s['rate']:g} | {s['achieved_rps']:.0f} | {s['p50_s'] * 1000:.1f} "
-            f"| {s['p95_s'] * 1000:.1f} | {s['p99_s'] * 1000:.1f} "
-            f"| {s['error_rate'] * 100:.2f} | {'pass' if s['passed'] else 'FAIL'} |"
-        )
+    rows = steps_table(report["sweep"]["steps"])
     best = report["sweep"]["best_rate"]
     return "\n".join(
         [
@@ -165,16 +154,13 @@ def markdown_section(report: dict[str, Any]) -> str:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m benchmarks.checkout", description=__doc__)
-    p.add_argument("--url", default="http://127.0.0.1:8000")
-    p.add_argument("--rates", type=parse_rates, default=parse_rates(DEFAULT_RATES))
-    p.add_argument("--duration", type=float, default=10.0)
-    p.add_argument("--warmup", type=float, default=2.0)
-    p.add_argument("--connections", type=int, default=64)
+    p = sweep_arguments(
+        argparse.ArgumentParser(prog="python -m benchmarks.checkout", description=__doc__),
+        rates=DEFAULT_RATES,
+        p95_ms=200.0,
+        out="benchmarks/out/checkout.json",
+    )
     p.add_argument("--skus", type=int, default=400)
-    p.add_argument("--p95-ms", type=float, default=200.0)
-    p.add_argument("--out", type=Path, default=Path("benchmarks/out/checkout.json"))
-    p.add_argument("--results-md", type=Path, default=None)
     return p
 
 

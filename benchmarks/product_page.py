@@ -16,7 +16,6 @@ import asyncio
 import datetime as dt
 import shlex
 import sys
-from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
@@ -26,7 +25,6 @@ from benchmarks.cart_add import (
     fmt_row,
     get_json,
     machine_info,
-    parse_rates,
 )
 from benchmarks.openloop import (
     Connection,
@@ -37,7 +35,7 @@ from benchmarks.openloop import (
     require_loopback,
     step_rates,
 )
-from benchmarks.report import save
+from benchmarks.report import save, steps_table, sweep_arguments
 
 SECTION_HEADING = "## Product page, warm caches (issue 4)"
 DEFAULT_RATES = "100,200,300,400"
@@ -110,16 +108,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
 
 def markdown_section(report: dict[str, Any]) -> str:
     machine = report["machine"]
-    rows = [
-        "| offered req/s | achieved | P50 ms | P95 ms | P99 ms | errors % | P95 target |",
-        "|---:|---:|---:|---:|---:|---:|:---|",
-    ]
-    for step in report["sweep"]["steps"]:
-        rows.append(
-            f"| {step['rate']:g} | {step['achieved_rps']:.0f} | {step['p50_s'] * 1000:.1f} "
-            f"| {step['p95_s'] * 1000:.1f} | {step['p99_s'] * 1000:.1f} "
-            f"| {step['error_rate'] * 100:.2f} | {'met' if step['passed'] else 'missed'} |"
-        )
+    rows = steps_table(report["sweep"]["steps"])
     return "\n".join(
         [
             SECTION_HEADING,
@@ -137,18 +126,15 @@ def markdown_section(report: dict[str, Any]) -> str:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m benchmarks.product_page", description=__doc__)
-    p.add_argument("--url", default="http://127.0.0.1:8000")
-    p.add_argument("--rates", type=parse_rates, default=parse_rates(DEFAULT_RATES))
-    p.add_argument("--duration", type=float, default=10.0)
-    p.add_argument("--warmup", type=float, default=2.0)
-    p.add_argument("--connections", type=int, default=64)
+    p = sweep_arguments(
+        argparse.ArgumentParser(prog="python -m benchmarks.product_page", description=__doc__),
+        rates=DEFAULT_RATES,
+        p95_ms=10.0,
+        out="benchmarks/out/product_page.json",
+    )
     p.add_argument("--pages", type=int, default=2000, help="distinct product pages")
     p.add_argument("--stride", type=int, default=5, help="sample every n-th listing page")
     p.add_argument("--warm-rounds", type=int, default=3)
-    p.add_argument("--p95-ms", type=float, default=10.0)
-    p.add_argument("--out", type=Path, default=Path("benchmarks/out/product_page.json"))
-    p.add_argument("--results-md", type=Path, default=None)
     return p
 
 

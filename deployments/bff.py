@@ -25,9 +25,9 @@ from api.card_guard import install_log_redaction
 from api.merchant_auth import MerchantTokens
 from api.routes.orders_ops import OrdersOps
 from deployments.metrics import RayCommerceMetrics
-from feira.merchant_secret import merchant_token_secret, payment_webhook_secret
 from feira.payments import open_sandbox
 from feira.settings import Settings
+from feira.signing_secrets import merchant_token_secret, payment_webhook_secret
 from feira.stores import open_configured_search, open_configured_stores
 from storage.factory import Stores
 from storage.redis.changes import RedisChangeBus

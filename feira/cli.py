@@ -261,7 +261,7 @@ def cmd_status(args: argparse.Namespace) -> int:
 
 def cmd_merchant_token(args: argparse.Namespace) -> int:
     from api.merchant_auth import MerchantTokens
-    from feira.merchant_secret import merchant_token_secret
+    from feira.signing_secrets import merchant_token_secret
 
     settings = _settings()
     if args.days < 1:

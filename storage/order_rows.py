@@ -9,7 +9,7 @@ on every write.
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
 import orjson
@@ -157,6 +157,39 @@ def check_listing(
     if not sep or not order_id or not math.isfinite(created_at):
         raise ValueError(f"malformed cursor {cursor!r}: not a cursor returned by a listing")
     return created_at, order_id
+
+
+def listing_query(
+    customer_ref: str | None,
+    merchant_id: str | None,
+    carrier: str | None,
+    cursor: str | None,
+    limit: int,
+    mark: Callable[[int], str],
+) -> tuple[str, list[object]]:
+    """The validated listing as SQL and its arguments, newest first, one row more than
+    ``limit`` (it says whether another page exists). ``mark(n)`` is the adapter's n-th
+    placeholder (``$n`` or ``?``)."""
+    after = check_listing(customer_ref, merchant_id, carrier, cursor, limit)
+    if merchant_id is not None:
+        query = (
+            "SELECT o.doc FROM order_merchants AS m JOIN orders AS o ON o.id = m.order_id"
+            f" WHERE m.merchant_id = {mark(1)}"
+        )
+        at, oid = "m.created_at", "m.order_id"
+        owner: object = merchant_id
+    else:
+        column = "customer_ref" if customer_ref is not None else "carrier"
+        query = f"SELECT o.doc FROM orders AS o WHERE o.{column} = {mark(1)}"
+        at, oid = "o.created_at", "o.id"
+        owner = customer_ref if customer_ref is not None else carrier
+    args: list[object] = [owner]
+    if after is not None:
+        # Row comparison: strictly before the cursor's (created_at, id).
+        query += f" AND ({at}, {oid}) < ({mark(2)}, {mark(3)})"
+        args += [after[0], after[1]]
+    query += f" ORDER BY {at} DESC, {oid} DESC LIMIT {mark(len(args) + 1)}"
+    return query, [*args, limit + 1]
 
 
 def next_cursor(page: list[Order], limit: int, fetched: int) -> str | None:

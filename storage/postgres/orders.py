@@ -14,12 +14,12 @@ from storage.errors import DuplicateKey, StoreConflict
 from storage.order_rows import (
     carrier_of,
     check_claim,
-    check_listing,
     check_new_order,
     check_transition,
     event_rows,
     idempotency_record,
     idempotency_row,
+    listing_query,
     load_order,
     loads,
     next_cursor,
@@ -202,26 +202,9 @@ class PgOrderStore(PgStore):
         cursor: str | None = None,
         limit: int = 20,
     ) -> tuple[list[Order], str | None]:
-        after = check_listing(customer_ref, merchant_id, carrier, cursor, limit)
-        if customer_ref is not None:
-            query = "SELECT o.doc FROM orders AS o WHERE o.customer_ref = $1"
-            at, oid, owner = "o.created_at", "o.id", customer_ref
-        elif carrier is not None:
-            query = "SELECT o.doc FROM orders AS o WHERE o.carrier = $1"
-            at, oid, owner = "o.created_at", "o.id", carrier
-        else:
-            query = (
-                "SELECT o.doc FROM order_merchants AS m JOIN orders AS o ON o.id = m.order_id"
-                " WHERE m.merchant_id = $1"
-            )
-            at, oid, owner = "m.created_at", "m.order_id", merchant_id or ""
-        args: list[object] = [owner]
-        if after is not None:
-            # Row comparison: strictly before the cursor's (created_at, id).
-            query += f" AND ({at}, {oid}) < ($2, $3)"
-            args += [after[0], after[1]]
-        # One extra row says whether another page exists.
-        query += f" ORDER BY {at} DESC, {oid} DESC LIMIT {limit + 1}"
+        query, args = listing_query(
+            customer_ref, merchant_id, carrier, cursor, limit, lambda n: f"${n}"
+        )
         async with self._connection() as conn:
             rows = await conn.fetch(query, *args)
         page = [load_order(doc) for (doc,) in rows[:limit]]

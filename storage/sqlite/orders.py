@@ -18,12 +18,12 @@ from storage.errors import DuplicateKey, StoreConflict
 from storage.order_rows import (
     carrier_of,
     check_claim,
-    check_listing,
     check_new_order,
     check_transition,
     event_rows,
     idempotency_record,
     idempotency_row,
+    listing_query,
     load_order,
     loads,
     next_cursor,
@@ -370,26 +370,10 @@ class SqliteOrderStore:
         cursor: str | None = None,
         limit: int = 20,
     ) -> tuple[list[Order], str | None]:
-        after = check_listing(customer_ref, merchant_id, carrier, cursor, limit)
-        if customer_ref is not None:
-            query = "SELECT o.doc FROM orders AS o WHERE o.customer_ref = ?"
-            at, oid, owner = "o.created_at", "o.id", customer_ref
-        elif carrier is not None:
-            query = "SELECT o.doc FROM orders AS o WHERE o.carrier = ?"
-            at, oid, owner = "o.created_at", "o.id", carrier
-        else:
-            query = (
-                "SELECT o.doc FROM order_merchants AS m JOIN orders AS o ON o.id = m.order_id"
-                " WHERE m.merchant_id = ?"
-            )
-            at, oid, owner = "m.created_at", "m.order_id", merchant_id or ""
-        args: tuple[Any, ...] = (owner,)
-        if after is not None:
-            query += f" AND ({at}, {oid}) < (?, ?)"
-            args += after
-        # One extra row says whether another page exists.
-        query += f" ORDER BY {at} DESC, {oid} DESC LIMIT ?"
-        docs = await self._db.run(_list, query, (*args, limit + 1))
+        query, args = listing_query(
+            customer_ref, merchant_id, carrier, cursor, limit, lambda _: "?"
+        )
+        docs = await self._db.run(_list, query, tuple(args))
         page = [load_order(doc) for doc in docs[:limit]]
         return page, next_cursor(page, limit, len(docs))
 

@@ -14,7 +14,7 @@ import httpx
 import pytest
 
 from api.merchant_auth import MerchantTokens
-from feira.merchant_secret import merchant_token_secret
+from feira.signing_secrets import merchant_token_secret
 
 # A merchant change must be visible on every replica within this bound (README states it).
 INVALIDATION_BOUND_S = 2.0

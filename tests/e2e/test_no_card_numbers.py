@@ -25,7 +25,7 @@ import redis.asyncio as aioredis
 
 from actors.domain.card_data import contains_card_number, find_card_numbers
 from api.merchant_auth import MerchantTokens
-from feira.merchant_secret import merchant_token_secret
+from feira.signing_secrets import merchant_token_secret
 
 pytestmark = pytest.mark.e2e
 

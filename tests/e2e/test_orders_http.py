@@ -14,7 +14,7 @@ import pytest
 
 from actors.payments.webhooks import sign
 from api.merchant_auth import MerchantTokens
-from feira.merchant_secret import merchant_token_secret, payment_webhook_secret
+from feira.signing_secrets import merchant_token_secret, payment_webhook_secret
 
 PROCESSOR_BOUND_S = 30.0
 

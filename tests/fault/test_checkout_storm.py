@@ -34,8 +34,8 @@ import ray
 from actors.kinds import ShardKind, actor_name
 from actors.shells import ORDER_PROCESSOR_NAME
 from api.merchant_auth import MerchantTokens
-from feira.merchant_secret import merchant_token_secret
 from feira.payments import SANDBOX_LEDGER_FILE
+from feira.signing_secrets import merchant_token_secret
 from tests.fault.test_replica_kill import is_gateway_failure
 
 pytestmark = pytest.mark.fault

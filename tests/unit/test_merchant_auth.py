@@ -10,8 +10,8 @@ import pytest
 
 from actors.domain.errors import DomainError, ErrorCode
 from api.merchant_auth import MerchantTokens
-from feira.merchant_secret import SECRET_FILE, merchant_token_secret
 from feira.settings import Settings
+from feira.signing_secrets import SECRET_FILE, merchant_token_secret
 
 SECRET = b"s" * 32
 NOW = 1_800_000_000.0

@@ -1,4 +1,5 @@
-"""Keys the platform signs with: from the settings, or random ones kept in the data dir."""
+"""Keys the platform signs with (merchant tokens, payment webhooks): from the settings,
+or random ones kept in the data dir."""
 
 from __future__ import annotations
 
