@@ -67,6 +67,15 @@ STATUS: dict[ErrorCode, int] = {
     ErrorCode.CHECKOUT_IN_PROGRESS: 409,
     # Final for this order (payment_failed); a new checkout needs a new key.
     ErrorCode.PAYMENT_PROVIDER_ERROR: 502,
+    ErrorCode.EMAIL_TAKEN: 409,
+    ErrorCode.PASSWORD_TOO_WEAK: 422,
+    ErrorCode.API_KEY_NOT_FOUND: 404,
+    # RFC 6749 §5.2: token-endpoint errors are 400 (invalid_client would be 401).
+    ErrorCode.INVALID_GRANT: 400,
+    ErrorCode.UNSUPPORTED_GRANT_TYPE: 400,
+    ErrorCode.INVALID_SCOPE: 400,
+    ErrorCode.RATE_LIMITED: 429,
+    ErrorCode.REQUEST_BLOCKED: 403,
 }
 
 RETRYABLE = {
@@ -92,6 +101,10 @@ TITLES = {
     504: "Gateway timeout",
     402: "Payment required",
     413: "Content too large",
+    429: "Too many requests",
+    431: "Request header fields too large",
+    415: "Unsupported media type",
+    414: "URI too long",
     502: "Bad gateway",
 }
 

@@ -62,6 +62,15 @@ class ErrorCode(StrEnum):
     IDEMPOTENCY_KEY_REQUIRED = "idempotency_key_required"
     CHECKOUT_IN_PROGRESS = "checkout_in_progress"  # same key, first request not finished
     PAYMENT_PROVIDER_ERROR = "payment_provider_error"  # gave up; the order is payment_failed
+    # Identity and the security edge (issue 6).
+    EMAIL_TAKEN = "email_taken"  # sign-up with an email that already has an account
+    PASSWORD_TOO_WEAK = "password_too_weak"  # shorter than 12 characters, or too long
+    API_KEY_NOT_FOUND = "api_key_not_found"  # no such key, or another owner's
+    INVALID_GRANT = "invalid_grant"  # OAuth2: bad/expired/reused refresh token or client secret
+    UNSUPPORTED_GRANT_TYPE = "unsupported_grant_type"
+    INVALID_SCOPE = "invalid_scope"  # a scope the client was not granted
+    RATE_LIMITED = "rate_limited"  # 429; Retry-After says when to come back
+    REQUEST_BLOCKED = "request_blocked"  # the WAF refused the request
 
 
 class DomainError(Exception):
