@@ -8,15 +8,18 @@ import os
 from dataclasses import dataclass, field
 
 from storage.carts import CartCheckpointStore
+from storage.identity import IdentityStore
 from storage.interfaces import CatalogStore, OrderStore, PriceStore, SearchIndex, StockStore
 from storage.mongo.catalog import MongoCatalogStore
 from storage.postgres import PgPool, PgPriceStore, PgStockStore, apply_migrations
+from storage.postgres.identity import PgIdentityStore
 from storage.postgres.orders import PgOrderStore
 from storage.redis.carts import RedisCartCheckpoints
 from storage.redis.client import RedisClient
 from storage.search.elastic import ElasticSearchIndex
 from storage.search.tantivy_index import TantivySearchIndex
 from storage.sqlite.catalog import SqliteCatalogStore
+from storage.sqlite.identity import SqliteIdentityStore
 from storage.sqlite.orders import SqliteOrderStore
 from storage.sqlite.prices import SqlitePriceStore
 from storage.sqlite.stock import SqliteStockStore
@@ -25,6 +28,9 @@ CATALOG_FILE = "catalog.db"
 # Prices and stock live together: both are small, hot rows written by actors, and one
 # file keeps the number of WAL files and fsyncs per process down.
 LEDGER_FILE = "ledger.db"
+# Accounts, API keys and refresh tokens: apart from the hot ledger, so a backup or a
+# restore of one never touches the other.
+IDENTITY_FILE = "identity.db"
 SEARCH_DIR = "search"
 
 
@@ -34,6 +40,7 @@ class Stores:
     prices: PriceStore
     stock: StockStore
     orders: OrderStore
+    identity: IdentityStore
     # None in embedded mode: carts then live in shard memory only.
     carts: CartCheckpointStore | None = None
     pg_pool: PgPool | None = field(default=None, repr=False)
@@ -50,6 +57,7 @@ class Stores:
             self.prices.close(),
             self.stock.close(),
             self.orders.close(),
+            self.identity.close(),
         ]
         if self.carts is not None:
             closing.append(self.carts.close())
@@ -85,6 +93,9 @@ def open_stores(
         prices=PgPriceStore(pool) if pool else SqlitePriceStore(ledger),
         stock=PgStockStore(pool) if pool else SqliteStockStore(ledger),
         orders=PgOrderStore(pool) if pool else SqliteOrderStore(ledger),
+        identity=PgIdentityStore(pool)
+        if pool
+        else SqliteIdentityStore(os.path.join(data_dir, IDENTITY_FILE)),
         carts=RedisCartCheckpoints(redis) if redis else None,
         pg_pool=pool,
         redis=redis,

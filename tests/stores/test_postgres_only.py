@@ -34,9 +34,13 @@ LEDGER_TABLES = {
     "outbox_claims",
     "outbox_effects",
     "idempotency_keys",
+    "accounts",
+    "api_keys",
+    "refresh_families",
+    "refresh_tokens",
 }
-SHIPPED = ["0001_ledger", "0002_orders"]
-SHIPPED_APPLIED = [(1, "0001_ledger"), (2, "0002_orders")]
+SHIPPED = ["0001_ledger", "0002_orders", "0003_identity"]
+SHIPPED_APPLIED = [(1, "0001_ledger"), (2, "0002_orders"), (3, "0003_identity")]
 
 
 async def tables_in(pool: PgPool) -> set[str]:
