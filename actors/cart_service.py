@@ -29,6 +29,9 @@ log = logging.getLogger("feira.carts")
 
 _MUTATIONS = ("create", "add", "set_quantity", "remove", "merge", "freeze", "unfreeze")
 _RETRY_PAUSE_S = 0.5
+# Where each checked mutation carries its caller (after the op id): a replayed operation
+# is answered only to the cart's owner.
+_CALLER_AT = {"add": 4, "set_quantity": 4, "remove": 3, "merge": 3, "freeze": 3}
 # Operation ids kept with each cart's checkpoint, so that a retry reaching a restarted
 # shard is answered instead of applied again. A client retries within seconds; the last
 # few ids of a cart are enough.
@@ -129,7 +132,8 @@ class CartService:
         wanted = {
             c
             for name, args in ops
-            if name != "create" and isinstance(c := _cart_of(name, args), str)
+            if name != "create"
+            and isinstance(c := _cart_of(name, args), str)
             and c not in self.book
         }
         if not wanted:
@@ -180,44 +184,87 @@ class CartService:
         recent = self._recent.get(cart_id) if cart_id is not None else None
         if cart_id is None or recent is None or args[0] not in recent or cart_id not in self.book:
             return None
-        snapshot = self.book.get(cart_id).snapshot()
+        cart = self.book.get(cart_id)
+        at = _CALLER_AT.get(name)
+        caller = args[at] if at is not None and len(args) > at else None
+        if at is not None and cart.customer_id is not None and caller != cart.customer_id:
+            return None  # not the owner: the operation runs and refuses as it would anyway
+        snapshot = cart.snapshot()
         return ok({"cart": snapshot, "skipped": []} if name == "merge" else snapshot)
 
     # --- operations -------------------------------------------------------------------
 
-    def _get(self, now: float, cart_id: str) -> dict[str, Any]:
-        return self.book.get(cart_id).snapshot()
+    # ``caller`` on every operation: the signed-in customer id, or None for a guest; a
+    # customer's cart refuses anyone else (Cart.check_access) before anything changes.
+
+    def _cart(self, cart_id: str, caller: str | None) -> Cart:
+        cart = self.book.get(cart_id)
+        cart.check_access(caller)
+        return cart
+
+    def _get(self, now: float, cart_id: str, caller: str | None = None) -> dict[str, Any]:
+        return self._cart(cart_id, caller).snapshot()
 
     def _create(self, now: float, op_id: str, cart_id: str, customer_id: str | None) -> Any:
         return self.book.create(cart_id, customer_id, now).snapshot()
 
-    def _add(self, now: float, op_id: str, cart_id: str, sku: str, quantity: int) -> Any:
-        cart = self.book.get(cart_id)
+    def _add(
+        self,
+        now: float,
+        op_id: str,
+        cart_id: str,
+        sku: str,
+        quantity: int,
+        caller: str | None = None,
+    ) -> Any:
+        cart = self._cart(cart_id, caller)
         cart.add(sku, quantity, self.limits, now)
         return cart.snapshot()
 
-    def _set_quantity(self, now: float, op_id: str, cart_id: str, sku: str, quantity: int) -> Any:
-        cart = self.book.get(cart_id)
+    def _set_quantity(
+        self,
+        now: float,
+        op_id: str,
+        cart_id: str,
+        sku: str,
+        quantity: int,
+        caller: str | None = None,
+    ) -> Any:
+        cart = self._cart(cart_id, caller)
         cart.set_quantity(sku, quantity, self.limits, now)
         return cart.snapshot()
 
     def _merge(
-        self, now: float, op_id: str, cart_id: str, lines: list[tuple[str, int]]
+        self,
+        now: float,
+        op_id: str,
+        cart_id: str,
+        lines: list[tuple[str, int]],
+        caller: str | None = None,
     ) -> dict[str, Any]:
-        cart = self.book.get(cart_id)
+        cart = self._cart(cart_id, caller)
         skipped = cart.merge([(sku, qty) for sku, qty in lines], self.limits, now)
         return {"cart": cart.snapshot(), "skipped": skipped}
 
-    def _remove(self, now: float, op_id: str, cart_id: str, sku: str) -> Any:
-        cart = self.book.get(cart_id)
+    def _remove(
+        self, now: float, op_id: str, cart_id: str, sku: str, caller: str | None = None
+    ) -> Any:
+        cart = self._cart(cart_id, caller)
         cart.remove(sku, now)
         return cart.snapshot()
 
-    def _freeze(self, now: float, op_id: str, cart_id: str, holder: str = "checkout") -> Any:
+    def _freeze(
+        self,
+        now: float,
+        op_id: str,
+        cart_id: str,
+        holder: str = "checkout",
+        caller: str | None = None,
+    ) -> Any:
         """Freeze the cart for a checkout and return its snapshot (idempotent for one
         holder; CART_FROZEN if another holder froze it). The freeze is checkpointed like
         any change, so a restarted shard keeps it."""
-        cart = self.book.get(cart_id)
+        cart = self._cart(cart_id, caller)
         cart.freeze(holder, now)
         return cart.snapshot()
 

@@ -53,6 +53,7 @@ import orjson
 
 from actors.commerce_metrics import NULL_METRICS, CommerceMetrics
 from actors.domain.cart import check_cart_id
+from actors.domain.customers import may_see_order
 from actors.domain.errors import DomainError, ErrorCode
 from actors.domain.money import validate_currency
 from actors.domain.orders import (
@@ -139,6 +140,7 @@ class CheckoutRequest:
     payment_token: str
     expected_total: tuple[int, str] | None = None  # (amount, currency)
     canonical: dict[str, Any] = field(default_factory=dict, compare=False)
+    caller: str | None = None  # the signed-in customer; None for a guest
 
     @classmethod
     def parse(cls, body: Mapping[str, Any]) -> CheckoutRequest:
@@ -284,13 +286,24 @@ class CheckoutService:
     # --- entry points -------------------------------------------------------------------
 
     async def checkout(
-        self, body: Mapping[str, Any], idempotency_key: str | None, render: Render
+        self,
+        body: Mapping[str, Any],
+        idempotency_key: str | None,
+        render: Render,
+        caller: str | None = None,
     ) -> CheckoutAnswer:
         """Run (or replay) the checkout for ``idempotency_key``. Returns the answer to
         send; raises DomainError for refusals that are not stored (bad input, key misuse,
-        a checkout still in progress, retryable shard/store failures)."""
+        a checkout still in progress, retryable shard/store failures).
+
+        ``caller`` is the signed-in customer (None: a guest). Keys are the caller's own:
+        another customer sending the same key starts its own checkout, never replays this
+        one's answer; and only the cart's owner may check it out.
+        """
         key = check_idempotency_key(idempotency_key)
-        request = CheckoutRequest.parse(body)
+        if caller is not None:
+            key = f"{caller}|{key}"
+        request = replace(CheckoutRequest.parse(body), caller=caller)
         digest = request.digest
         flight = self._flights.get(key)
         if flight is not None:
@@ -303,18 +316,31 @@ class CheckoutService:
         task.add_done_callback(lambda done: self._landed(key, done))
         return await asyncio.shield(task)
 
-    async def get_order(self, order_id: str) -> dict[str, Any]:
+    async def get_order(self, order_id: str, caller: str | None = None) -> dict[str, Any]:
+        """The order as its customer sees it; another customer's order is not found."""
         try:
             check_order_id(order_id)
         except DomainError:
             order = None
         else:
             order = await self._store(self.orders.get_order(order_id))
-        if order is None:
+        if order is None or not may_see_order(order.customer_ref, caller):
             raise DomainError(
                 ErrorCode.ORDER_NOT_FOUND, f"no order {order_id!r}", order_id=order_id
             )
         return order_view(order)
+
+    async def customer_orders(
+        self, customer_id: str, cursor: str | None, limit: int
+    ) -> tuple[list[dict[str, Any]], str | None]:
+        """A signed-in customer's orders, newest first, as ``get_order`` shows them."""
+        try:
+            orders, next_cursor = await self._store(
+                self.orders.list_orders(customer_ref=customer_id, cursor=cursor, limit=limit)
+            )
+        except ValueError as error:  # a malformed or foreign cursor
+            raise _invalid(str(error), field="cursor") from error
+        return [order_view(order) for order in orders], next_cursor
 
     def _landed(self, key: str, task: asyncio.Task[CheckoutAnswer]) -> None:
         if self._flights.get(key, (None, None))[1] is task:
@@ -333,7 +359,13 @@ class CheckoutService:
         holder = "checkout:" + hashlib.sha256(key.encode()).hexdigest()[:32]
         # Not stored: nothing happened yet (unknown cart, or another checkout holds it).
         cart = await self._shard(
-            ShardKind.CART, request.cart_id, "freeze", new_op_id(), request.cart_id, holder
+            ShardKind.CART,
+            request.cart_id,
+            "freeze",
+            new_op_id(),
+            request.cart_id,
+            holder,
+            request.caller,
         )
         order_id = new_order_id()
         started = self._clock()
@@ -342,7 +374,7 @@ class CheckoutService:
             lines = await self._price(cart, request)
             order = Order.create(
                 order_id,
-                request.cart_id,
+                cart["customer_id"] or request.cart_id,
                 self.settings.currency,
                 lines,
                 started,

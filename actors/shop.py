@@ -15,6 +15,7 @@ from typing import Any, Protocol, TypeVar
 
 from actors.cache import TTLCache
 from actors.commerce_metrics import NULL_METRICS, CommerceMetrics
+from actors.domain.customers import CUSTOMER_ID_PREFIX
 from actors.domain.errors import DomainError, ErrorCode
 from actors.domain.money import Money
 from actors.domain.pricing import Quote, price_lines
@@ -46,7 +47,12 @@ class ShopLimits:
 
 def new_cart_id() -> str:
     # 144 random bits: a cart id is a bearer secret for guest carts, so it must be unguessable.
-    return secrets.token_urlsafe(18)
+    # Never the customer-id prefix: a guest order's customer_ref is its cart id, and an
+    # order whose ref looks like a customer's is shown only to that customer.
+    while True:
+        cart_id = secrets.token_urlsafe(18)
+        if not cart_id.startswith(CUSTOMER_ID_PREFIX):
+            return cart_id
 
 
 # Operation ids: a random per-process prefix and a counter are as unique as uuid4 and
@@ -57,6 +63,15 @@ _op_counter = itertools.count()
 
 def new_op_id() -> str:
     return f"{_OP_PREFIX}{next(_op_counter):x}"
+
+
+def _scoped(op_id: str | None, caller: str | None) -> str:
+    """A client-derived operation id, made the caller's own: the shard answers a repeated
+    id from its log without running the operation (or its owner check) again, so another
+    caller presenting the same id must get a different one."""
+    if op_id is None:
+        return new_op_id()
+    return op_id if caller is None else f"{op_id}@{caller}"
 
 
 class Shop:
@@ -101,50 +116,73 @@ class Shop:
         self.metrics.cart_created()  # a cart is a session (actors/commerce_metrics.py)
         return await self._priced(snap)
 
-    async def get_cart(self, cart_id: str) -> dict[str, Any]:
-        return await self._priced(await self.shards.call(ShardKind.CART, cart_id, "get", cart_id))
+    # ``caller``: the signed-in customer's id, or None for a guest. A customer's cart
+    # answers only its customer (the shard checks it before any change).
+
+    async def get_cart(self, cart_id: str, caller: str | None = None) -> dict[str, Any]:
+        return await self._priced(
+            await self.shards.call(ShardKind.CART, cart_id, "get", cart_id, caller)
+        )
 
     async def add_item(
-        self, cart_id: str, sku: str, quantity: int, op_id: str | None = None
+        self,
+        cart_id: str,
+        sku: str,
+        quantity: int,
+        op_id: str | None = None,
+        caller: str | None = None,
     ) -> dict[str, Any]:
         # Price first: an unknown SKU must be refused before the cart changes.
         await self.quotes([sku], require=True)
+        op = _scoped(op_id, caller)
         snap = await self.shards.call(
-            ShardKind.CART, cart_id, "add", op_id or new_op_id(), cart_id, sku, quantity
+            ShardKind.CART, cart_id, "add", op, cart_id, sku, quantity, caller
         )
         return await self._priced(snap)
 
     async def set_quantity(
-        self, cart_id: str, sku: str, quantity: int, op_id: str | None = None
+        self,
+        cart_id: str,
+        sku: str,
+        quantity: int,
+        op_id: str | None = None,
+        caller: str | None = None,
+    ) -> dict[str, Any]:
+        op = _scoped(op_id, caller)
+        snap = await self.shards.call(
+            ShardKind.CART, cart_id, "set_quantity", op, cart_id, sku, quantity, caller
+        )
+        return await self._priced(snap)
+
+    async def remove_item(
+        self, cart_id: str, sku: str, op_id: str | None = None, caller: str | None = None
     ) -> dict[str, Any]:
         snap = await self.shards.call(
-            ShardKind.CART, cart_id, "set_quantity", op_id or new_op_id(), cart_id, sku, quantity
+            ShardKind.CART, cart_id, "remove", _scoped(op_id, caller), cart_id, sku, caller
         )
         return await self._priced(snap)
 
-    async def remove_item(self, cart_id: str, sku: str, op_id: str | None = None) -> dict[str, Any]:
-        snap = await self.shards.call(
-            ShardKind.CART, cart_id, "remove", op_id or new_op_id(), cart_id, sku
-        )
-        return await self._priced(snap)
-
-    async def merge_carts(self, guest_cart_id: str, customer_cart_id: str) -> dict[str, Any]:
+    async def merge_carts(
+        self, guest_cart_id: str, customer_cart_id: str, caller: str | None = None
+    ) -> dict[str, Any]:
         """Move a guest cart's lines into the customer's cart (at sign-in).
 
         The operation id is derived from both carts, so signing in twice, or a retry after
-        a restart, merges once. The guest cart is left to expire.
+        a restart, merges once. The guest cart is left to expire. ``caller`` must be
+        allowed to read the guest cart and to change the customer's.
         """
         if guest_cart_id == customer_cart_id:
             raise DomainError(ErrorCode.INVALID_ARGUMENT, "cannot merge a cart into itself")
-        guest = await self.shards.call(ShardKind.CART, guest_cart_id, "get", guest_cart_id)
+        guest = await self.shards.call(ShardKind.CART, guest_cart_id, "get", guest_cart_id, caller)
         lines = [(line["sku"], line["quantity"]) for line in guest["lines"]]
         result = await self.shards.call(
             ShardKind.CART,
             customer_cart_id,
             "merge",
-            f"merge:{guest_cart_id}:{customer_cart_id}",
+            _scoped(f"merge:{guest_cart_id}:{customer_cart_id}", caller),
             customer_cart_id,
             lines,
+            caller,
         )
         return {**await self._priced(result["cart"]), "skipped": result["skipped"]}
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from fastapi import FastAPI
@@ -9,28 +10,47 @@ from starlette.types import ASGIApp
 
 from actors.merchant import ChangeHook, MerchantCatalog, invalidating
 from api import problems
+from api.access import AccessControl
 from api.card_guard import CardDataGuard
 from api.fastpath import FastPath
 from api.graphql import graphql_router
-from api.merchant_auth import MerchantTokens
-from api.routes import bff, carts, catalog, health, merchant, search
+from api.openapi import install_openapi
+from api.rate_limiting import KeyLookup, Limiter, RateLimit, RateLimitSettings
+from api.routes import api_keys, bff, carts, catalog, health, identity, merchant, search
 from api.routes import checkout as checkout_routes
 from api.routes.orders_ops import OrdersOps
 from api.routes.orders_ops import router as orders_ops_router
 from api.security_headers import SecurityHeaders
+from api.waf import Waf, WafSettings
 
 if TYPE_CHECKING:
     from actors.checkout import CheckoutService
+    from actors.identity.accounts import IdentityService
+    from actors.identity.tokens import TokenService
     from actors.shop import Shop
     from api.routes.health import ReadyCheck
+
+
+@dataclass(frozen=True)
+class Edge:
+    """The security edge in front of every route. ``tokens`` verifies bearer tokens
+    (None: only anonymous callers), ``identity`` serves accounts, the OAuth2 endpoints
+    and API keys; ``limiter`` with ``rate_limits`` turns rate limiting on."""
+
+    tokens: TokenService | None = None
+    identity: IdentityService | None = None
+    waf: WafSettings = field(default_factory=WafSettings)
+    limiter: Limiter | None = None
+    rate_limits: RateLimitSettings | None = None
+    key_lookup: KeyLookup | None = None
 
 
 def create_api(
     shop: Shop,
     ready_check: ReadyCheck,
     *,
+    edge: Edge | None = None,
     fast_path: bool = True,
-    merchant_tokens: MerchantTokens | None = None,
     on_change: ChangeHook | None = None,
     graphiql: bool = False,
     orders_ops: OrdersOps | None = None,
@@ -38,20 +58,30 @@ def create_api(
 ) -> ASGIApp:
     """The HTTP app; ``fast_path`` puts the lean router for hot routes in front of FastAPI.
 
-    Without ``merchant_tokens`` the merchant API answers 401. ``on_change`` is told of
-    every merchant change after this replica's caches dropped it (to tell the others).
-    ``graphiql`` serves the GraphiQL IDE on GET /graphql. Without ``orders_ops`` or
-    ``checkout`` their routes answer 404 ``feature_disabled``.
+    ``on_change`` is told of every merchant change after this replica's caches dropped it
+    (to tell the others). ``graphiql`` serves the GraphiQL IDE on GET /graphql. Without
+    ``orders_ops``, ``checkout`` or ``edge.identity`` their routes answer 404
+    ``feature_disabled``.
     """
+    edge = edge or Edge()
     app = create_fastapi(shop, ready_check, graphiql=graphiql)
-    app.state.merchant_tokens = merchant_tokens
+    app.state.tokens = edge.tokens
+    app.state.identity = edge.identity
     app.state.orders_ops = orders_ops  # logistics, payment webhooks, merchant orders
     app.state.checkout = checkout  # POST /v1/checkout, GET /v1/orders/{id}
+    if edge.rate_limits is not None:
+        app.state.plan_names = frozenset(edge.rate_limits.plans)
     hook = invalidating(shop, on_change) if on_change else invalidating(shop)
     app.state.merchant = MerchantCatalog(shop.catalog, shop.shards, shop.currency, hook)
-    # The card guard sees a request before any route, the fast path or a log line; the
-    # security headers go on every answer, the guard's refusals included.
-    return SecurityHeaders(CardDataGuard(FastPath(app, shop) if fast_path else app))
+    # Outermost first: security headers on every answer; the card guard before anything
+    # reads or logs a body; the rate limit before any work is spent; the WAF before a
+    # route sees hostile input; the route table before any handler (fast path included).
+    inner: ASGIApp = FastPath(app, shop) if fast_path else app
+    inner = AccessControl(inner, edge.tokens)
+    inner = Waf(inner, edge.waf)
+    if edge.limiter is not None and edge.rate_limits is not None:
+        inner = RateLimit(inner, edge.limiter, edge.rate_limits, edge.key_lookup)
+    return SecurityHeaders(CardDataGuard(inner))
 
 
 def create_fastapi(shop: Shop, ready_check: ReadyCheck, *, graphiql: bool = False) -> FastAPI:
@@ -66,9 +96,10 @@ def create_fastapi(shop: Shop, ready_check: ReadyCheck, *, graphiql: bool = Fals
     app.state.ready_check = ready_check
     problems.install(app)
     routers = (health.router, catalog.router, search.router, carts.router, bff.router)
-    for router in (*routers, merchant.router):
+    for router in (*routers, merchant.router, identity.router, api_keys.router):
         app.include_router(router)
     app.include_router(graphql_router(shop, graphiql=graphiql), prefix="/graphql")
     app.include_router(orders_ops_router)
     app.include_router(checkout_routes.router)
+    install_openapi(app)
     return app

@@ -20,6 +20,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from actors.domain.errors import DomainError, ErrorCode
 from api import problems
+from api.access import principal_of, route_path
 from api.models import CartId, CartItemAdd, IdempotencyKey, ProductId, Sku
 from api.routes.bff import compact_product_page
 from api.routes.catalog import stock_out
@@ -73,11 +74,13 @@ async def _add_item(shop: Shop, parts: list[str], scope: Scope, body: bytes) -> 
     except ValidationError as error:
         raise _Invalid(error, "body") from error
     op_id = _idempotency_op_id(scope, cart_id)
-    return _json(await shop.add_item(cart_id, item.sku, item.quantity, op_id))
+    caller = principal_of(scope).customer
+    return _json(await shop.add_item(cart_id, item.sku, item.quantity, op_id, caller))
 
 
 async def _get_cart(shop: Shop, parts: list[str], scope: Scope, body: bytes) -> Response:
-    return _json(await shop.get_cart(_check(_cart_id, parts[3], "path")))
+    cart_id = _check(_cart_id, parts[3], "path")
+    return _json(await shop.get_cart(cart_id, principal_of(scope).customer))
 
 
 async def _get_stock(shop: Shop, parts: list[str], scope: Scope, body: bytes) -> Response:
@@ -153,10 +156,7 @@ class FastPath:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        path: str = scope["path"]
-        root = scope.get("root_path", "")
-        if root and path.startswith(root):
-            path = path[len(root):]
+        path = route_path(scope)
         found = match(scope["method"], path)
         if found is None:
             await self.app(scope, receive, send)

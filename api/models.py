@@ -18,10 +18,6 @@ class Strict(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
 
-class CartCreate(Strict):
-    customer_id: Annotated[str, Field(min_length=1, max_length=64)] | None = None
-
-
 class CartItemAdd(Strict):
     sku: Sku
     quantity: Quantity = 1
@@ -76,13 +72,275 @@ class StockOut(BaseModel):
     in_stock: bool
 
 
+class VariantOut(BaseModel):
+    sku: str
+    options: dict[str, str]
+    images: list[str]
+
+
+class ProductOut(BaseModel):
+    """A product document (created_at/updated_at: ISO 8601 text)."""
+
+    id: str
+    title: str
+    description: str
+    brand: str
+    category: str
+    status: str
+    merchant_id: str
+    attributes: dict[str, str]
+    variants: list[VariantOut]
+
+
 class ProductList(BaseModel):
-    items: list[dict[str, Any]]
+    items: list[ProductOut]
     next_cursor: str | None
 
 
 class ProductPage(BaseModel):
-    product: dict[str, Any]
+    product: ProductOut
     prices: dict[str, PriceOut]
     stock: dict[str, int]
-    recommendations: list[dict[str, Any]]
+    recommendations: list[ProductOut]
+
+
+# --- response documents -----------------------------------------------------------------
+# The routes answer with raw JSON (api.responses.json) for speed; these models only
+# document what they answer (``response_model=``), and Schemathesis checks every answer
+# against them (tests/security/test_schemathesis.py). Unknown extra members are allowed.
+
+
+class StatusOut(BaseModel):
+    status: str
+
+
+class Jwk(BaseModel):
+    kty: str
+    crv: str
+    x: str
+    kid: str
+    use: str
+    alg: str
+
+
+class JwksOut(BaseModel):
+    keys: list[Jwk]
+
+
+class TokenOut(BaseModel):
+    """RFC 6749 §5.1. ``refresh_token`` only from the refresh grant (and sign-in)."""
+
+    access_token: str
+    token_type: str
+    expires_in: int
+    scope: str
+    refresh_token: str | None = None
+
+
+class AccountOut(BaseModel):
+    id: str
+    email: str
+    name: str | None
+    cart_id: str | None
+    created_at: float
+
+
+class MergeOut(BaseModel):
+    merged: bool
+    reason: str | None = None
+    skipped: list[str] | None = None
+
+
+class SignInOut(TokenOut):
+    refresh_token: str | None
+    customer: AccountOut
+    cart: CartOut | None
+    merge: MergeOut | None
+
+
+class MobileVariantOut(BaseModel):
+    s: str
+    o: dict[str, str]
+    p: int | None
+    q: int
+
+
+class MobileProductOut(BaseModel):
+    """The compact product page: id, title, brand, image, variants, currency, picks."""
+
+    id: str
+    t: str
+    b: str | None
+    img: str | None
+    v: list[MobileVariantOut]
+    cur: str | None
+    rec: list[dict[str, str]]
+
+
+class SearchHitOut(BaseModel):
+    id: str
+    title: str
+    brand: str
+    category: str
+    price: MoneyOut | None
+    score: float
+
+
+class FacetValueOut(BaseModel):
+    value: str
+    count: int
+
+
+class SearchOut(BaseModel):
+    items: list[SearchHitOut]
+    total: int
+    facets: dict[str, list[FacetValueOut]]
+    next_cursor: str | None
+
+
+class StockLevelOut(BaseModel):
+    sku: str
+    on_hand: int
+    reserved: int
+    sold: int
+    available: int
+
+
+class ImportReportOut(BaseModel):
+    accepted: int
+    rejected: int
+    errors: list[dict[str, Any]]
+    errors_truncated: bool
+
+
+class OrderLineOut(BaseModel):
+    sku: str
+    product_id: str
+    merchant_id: str
+    quantity: int
+    unit: MoneyOut
+    base: MoneyOut
+    line_total: MoneyOut
+    discount: MoneyOut
+    promotion_id: str | None
+
+
+class PaymentOut(BaseModel):
+    status: str
+    provider: str | None = None
+    payment_id: str | None = None
+    amount: MoneyOut | None = None
+
+
+class ShipmentEventOut(BaseModel):
+    kind: str
+    at: float
+    note: str | None
+
+
+class ShipmentOut(BaseModel):
+    carrier: str
+    tracking_number: str
+    events: list[ShipmentEventOut]
+
+
+class OrderOut(BaseModel):
+    """An order as its shopper sees it."""
+
+    id: str
+    status: str
+    currency: str
+    lines: list[OrderLineOut]
+    subtotal: MoneyOut
+    discount: MoneyOut
+    total: MoneyOut
+    payment: PaymentOut
+    shipment: ShipmentOut | None
+    expires_at: float | None
+    created_at: float
+    updated_at: float
+
+
+class PlacedOrderOut(OrderOut):
+    order_id: str
+
+
+class OrdersOut(BaseModel):
+    items: list[OrderOut]
+    next_cursor: str | None
+
+
+class MerchantOrderLineOut(BaseModel):
+    sku: str
+    product_id: str
+    merchant_id: str
+    quantity: int
+    unit_amount: int
+    base_amount: int
+    promotion_id: str | None
+
+
+class MerchantOrderOut(BaseModel):
+    """An order as one merchant sees it: only its own lines and their total."""
+
+    id: str
+    status: str
+    currency: str
+    lines: list[MerchantOrderLineOut]
+    total: int
+    whole_order: bool
+    shipment: ShipmentOut | None
+    created_at: float
+    updated_at: float
+
+
+class MerchantOrdersOut(BaseModel):
+    items: list[MerchantOrderOut]
+    next_cursor: str | None
+
+
+class ShipmentLineOut(BaseModel):
+    sku: str
+    quantity: int
+
+
+class ShipmentViewOut(BaseModel):
+    """A shipment as its carrier sees it."""
+
+    order_id: str
+    status: str
+    carrier: str
+    tracking_number: str
+    events: list[ShipmentEventOut]
+    lines: list[ShipmentLineOut]
+    updated_at: float
+
+
+class ShipmentsOut(BaseModel):
+    items: list[ShipmentViewOut]
+    next_cursor: str | None
+
+
+class WebhookOut(BaseModel):
+    received: bool
+    duplicate: bool
+    outcome: str | None = None
+
+
+class ApiKeyOut(BaseModel):
+    key_id: str
+    role: str | None
+    subject: str | None
+    scopes: list[str]
+    plan: str
+    label: str
+    created_at: float
+    revoked_at: float | None
+
+
+class ApiKeyCreatedOut(ApiKeyOut):
+    api_key: str = Field(description="the key itself: shown this once, only its hash is kept")
+
+
+class ApiKeysOut(BaseModel):
+    items: list[ApiKeyOut]

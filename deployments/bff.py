@@ -22,12 +22,12 @@ from actors.periodic import Periodic
 from actors.shop import Shop, ShopLimits
 from api.app import create_api
 from api.card_guard import install_log_redaction
-from api.merchant_auth import MerchantTokens
 from api.routes.orders_ops import OrdersOps
+from deployments.edge import build_edge
 from deployments.metrics import RayCommerceMetrics
 from feira.payments import open_sandbox
 from feira.settings import Settings
-from feira.signing_secrets import merchant_token_secret, payment_webhook_secret
+from feira.signing_secrets import payment_webhook_secret
 from feira.stores import open_configured_search, open_configured_stores
 from storage.factory import Stores
 from storage.redis.changes import RedisChangeBus
@@ -100,6 +100,7 @@ class BffIngress:
             webhook_secrets={provider.name: payment_webhook_secret(s)},
             seen=StoreSeenEvents(self.stores.orders),
         )
+        self.edge = build_edge(s, self.stores.identity)
         self.changes = open_change_bus(s)
         self.follower = Follower(self.changes, self.shop)
         self.search_refresh = Periodic(
@@ -127,7 +128,7 @@ class BffIngress:
         return create_api(
             self.shop,
             self.ready,
-            merchant_tokens=MerchantTokens(merchant_token_secret(self.settings)),
+            edge=self.edge,
             on_change=publishing(self.changes),
             graphiql=self.settings.environment == "development",
             orders_ops=self.orders_ops,

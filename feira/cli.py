@@ -34,8 +34,13 @@ def _seed(settings: Settings, products: int, *, only_if_empty: bool) -> int:
             if only_if_empty and await stores.catalog.count_products() > 0:
                 return 0
             return await seed_stores(
-                stores.catalog, stores.prices, stores.stock, products, settings.demo_seed,
-                settings.currency, progress=True,
+                stores.catalog,
+                stores.prices,
+                stores.stock,
+                products,
+                settings.demo_seed,
+                settings.currency,
+                progress=True,
             )
         finally:
             await stores.close()
@@ -112,8 +117,10 @@ def cmd_reindex(args: argparse.Namespace) -> int:
         count = asyncio.run(SearchIndexerClient.connect(settings).rebuild())
     else:
         count = _index(settings, rebuild=True)
-    print(f"rebuilt the search index from {count:,} catalog changes "
-          f"in {time.monotonic() - started:.1f} s")
+    print(
+        f"rebuilt the search index from {count:,} catalog changes "
+        f"in {time.monotonic() - started:.1f} s"
+    )
     return 0
 
 
@@ -133,8 +140,11 @@ def cmd_migrate(args: argparse.Namespace) -> int:
             await stores.close()
 
     applied = asyncio.run(run())
-    print(f"applied {len(applied)} migrations: {', '.join(applied)}" if applied else
-          "the PostgreSQL schema is up to date")
+    print(
+        f"applied {len(applied)} migrations: {', '.join(applied)}"
+        if applied
+        else "the PostgreSQL schema is up to date"
+    )
     return 0
 
 
@@ -259,26 +269,100 @@ def cmd_status(args: argparse.Namespace) -> int:
     return 0 if healthy and apps else 1
 
 
-def cmd_merchant_token(args: argparse.Namespace) -> int:
-    from api.merchant_auth import MerchantTokens
-    from feira.signing_secrets import merchant_token_secret
+def cmd_token(args: argparse.Namespace) -> int:
+    """An access token straight from the signing keys: the operator holds them, so this
+    needs no running Feira (tests, scripts, a first admin call)."""
+    from actors.identity.accounts import CUSTOMER_SCOPES, DEFAULT_SCOPES
+    from actors.identity.tokens import MAX_ACCESS_TTL_S, Role
+    from feira.signing_secrets import token_service
 
     settings = _settings()
-    if args.days < 1:
-        raise SystemExit("--days must be at least 1")
-    tokens = MerchantTokens(merchant_token_secret(settings))
-    role = getattr(args, "role", "merchant")
+    role = Role(args.role)
+    if not 1 <= args.ttl <= MAX_ACCESS_TTL_S:
+        raise SystemExit(f"--ttl must be within 1..{MAX_ACCESS_TTL_S} seconds")
+    defaults = CUSTOMER_SCOPES if role is Role.CUSTOMER else DEFAULT_SCOPES[role]
+    scopes = args.scope or list(defaults)
     try:
-        token = tokens.issue(args.merchant_id, ttl_s=args.days * 24 * 3600, role=role)
+        token = token_service(settings).issue_access(args.subject, role, scopes, ttl_s=args.ttl)
     except ValueError as error:
         raise SystemExit(str(error)) from error
     print(token)
     print(
-        f"valid {args.days} days for {role} {args.merchant_id}; send it as "
+        f"valid {args.ttl} s for {role.value} {args.subject}; send it as "
         "'Authorization: Bearer <token>'",
         file=sys.stderr,
     )
     return 0
+
+
+def cmd_keys(args: argparse.Namespace) -> int:
+    from feira.signing_secrets import jwt_keys_path, rotate_signing_keys, signing_keys
+
+    settings = _settings()
+    if args.action == "rotate":
+        ring = rotate_signing_keys(settings, retire_others=args.retire_others)
+        print(
+            f"signing with {ring.active_kid}; verifying {', '.join(ring.kids)} "
+            f"({jwt_keys_path(settings)}). Redeploy (serve deploy / feira up) so every "
+            "replica loads the new ring.",
+            file=sys.stderr,
+        )
+    print(orjson.dumps(signing_keys(settings).jwks(), option=orjson.OPT_INDENT_2).decode())
+    return 0
+
+
+def cmd_api_key(args: argparse.Namespace) -> int:
+    """API keys straight in the identity store: how the first admin key is made, and how
+    an operator manages keys with Feira down."""
+    from actors.domain.errors import DomainError
+    from deployments.edge import identity_service
+    from feira.stores import open_configured_stores
+
+    settings = _settings()
+
+    async def run() -> int:
+        stores = open_configured_stores(settings)
+        try:
+            await stores.migrate()
+            identity = identity_service(settings, stores.identity)
+            if args.action == "create":
+                if args.plan not in settings.rate_plans:
+                    raise SystemExit(f"unknown plan {args.plan!r}: {sorted(settings.rate_plans)}")
+                key, plaintext = await identity.create_api_key(
+                    role=args.role,
+                    subject=args.subject,
+                    scopes=args.scope,
+                    plan=args.plan,
+                    label=args.label,
+                    created_by="cli",
+                )
+                print(plaintext)
+                print(
+                    f"key {key.key_id}: role {args.role or 'public'}, subject {key.subject}, "
+                    f"plan {key.plan}, scopes {' '.join(key.scopes) or '-'}. Shown once; "
+                    "send it as X-Api-Key, or as client credentials to POST /oauth/token",
+                    file=sys.stderr,
+                )
+            elif args.action == "list":
+                for key in await identity.list_api_keys(subject=args.subject, role=args.role):
+                    state = "revoked" if key.revoked else "active"
+                    role = key.role.value if key.role else "public"
+                    print(
+                        f"{key.key_id}  {state:<7}  {role:<9}  {key.subject or '-':<12}  "
+                        f"{key.plan:<9}  {key.label}"
+                    )
+            else:
+                if not args.key_id:
+                    raise SystemExit("revoke needs --key-id")
+                await identity.revoke_api_key(args.key_id)
+                print(f"revoked {args.key_id}", file=sys.stderr)
+        except DomainError as error:
+            raise SystemExit(f"{error.code.value}: {error.message}") from error
+        finally:
+            await stores.close()
+        return 0
+
+    return asyncio.run(run())
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -306,17 +390,38 @@ def build_parser() -> argparse.ArgumentParser:
     )
     reindex.set_defaults(func=cmd_reindex)
     token = sub.add_parser(
-        "merchant-token", help="issue a token for the merchant API (printed on stdout)"
+        "token", help="issue an access token from the signing keys (printed on stdout)"
     )
-    token.add_argument("merchant_id", help="e.g. m-001 (the demo catalog has m-001 to m-005)")
-    token.add_argument("--days", type=int, default=30, help="how long it stays valid")
-    token.set_defaults(func=cmd_merchant_token, role="merchant")
-    carrier = sub.add_parser(
-        "carrier-token", help="issue a token for a logistics operator (printed on stdout)"
+    token.add_argument(
+        "--role", required=True, choices=["customer", "merchant", "logistics", "admin"]
     )
-    carrier.add_argument("merchant_id", metavar="carrier", help="e.g. dhl (see FEIRA_CARRIERS)")
-    carrier.add_argument("--days", type=int, default=30, help="how long it stays valid")
-    carrier.set_defaults(func=cmd_merchant_token, role="carrier")
+    token.add_argument(
+        "--subject", required=True, help="merchant id (m-001), carrier (dhl), customer or admin id"
+    )
+    token.add_argument("--ttl", type=int, default=3600, help="seconds, at most 3600")
+    token.add_argument(
+        "--scope", action="append", help="a scope (repeat); default: the role's scopes"
+    )
+    token.set_defaults(func=cmd_token)
+    keys = sub.add_parser("keys", help="the token signing keys: show the JWKS, or rotate")
+    keys.add_argument("action", choices=["show", "rotate"])
+    keys.add_argument(
+        "--retire-others",
+        action="store_true",
+        help="with rotate: drop every older key (only once their tokens have expired)",
+    )
+    keys.set_defaults(func=cmd_keys)
+    api_key = sub.add_parser("api-key", help="create, list or revoke API keys")
+    api_key.add_argument("action", choices=["create", "list", "revoke"])
+    api_key.add_argument(
+        "--role", choices=["merchant", "logistics", "admin"], help="none: a public app key"
+    )
+    api_key.add_argument("--subject", help="merchant id, carrier or admin name")
+    api_key.add_argument("--plan", default="standard", help="a rate plan (FEIRA_RATE_PLANS)")
+    api_key.add_argument("--label", default="", help="what the key is for")
+    api_key.add_argument("--scope", action="append", help="a scope (repeat); default: the role's")
+    api_key.add_argument("--key-id", help="with revoke: the key to revoke")
+    api_key.set_defaults(func=cmd_api_key)
     return parser
 
 

@@ -52,11 +52,46 @@ class Settings(BaseSettings):
 
     # development: GraphiQL at /graphql. production: no GraphiQL.
     environment: Literal["development", "production"] = "development"
-    # Signs merchant tokens (`feira merchant-token`). Unset: a random secret kept in
-    # data_dir/merchant-token-secret, created on first use. At least 32 characters.
-    merchant_token_secret: SecretStr | None = Field(None, min_length=32)
     # Verifies payment webhooks (and signs the sandbox's). Unset: kept in data_dir.
     payment_webhook_secret: SecretStr | None = Field(None, min_length=32)
+
+    # Identity (issue 6). Access tokens are EdDSA JWTs signed with the keys in
+    # jwt_keys_file (PEM, `kid:` lines; unset: data_dir/jwt-keys.pem, made on first use;
+    # `feira keys rotate` adds a key). Every replica must read the same file.
+    jwt_keys_file: Path | None = None
+    jwt_keys_passphrase: SecretStr | None = Field(None, min_length=12)
+    jwt_issuer: str = Field("feira", min_length=1, max_length=200)
+    jwt_audience: str = Field("feira-api", min_length=1, max_length=200)
+    access_token_ttl_s: int = Field(300, ge=30, le=3600)
+    refresh_token_ttl_s: int = Field(30 * 24 * 3600, ge=300, le=365 * 24 * 3600)
+    # argon2id cost of customer passwords (RFC 9106's second recommendation by default).
+    password_memory_kib: int = Field(65_536, ge=8_192, le=4_194_304)
+    password_time_cost: int = Field(3, ge=1, le=20)
+
+    # Rate limits: plans are {name: [requests per second, burst]}. Requests with an
+    # X-Api-Key use their key's plan; the others share their client IP's "anonymous"
+    # plan. Sign-in, sign-up and the token endpoint also get the "auth" plan per IP.
+    # In Redis when redis_url is set (one limit across replicas); in each replica's
+    # memory otherwise (then each replica admits the plan on its own).
+    rate_limit_enabled: bool = True
+    rate_plans: dict[str, tuple[float, int]] = Field(
+        default_factory=lambda: {
+            "anonymous": (20.0, 40),
+            "standard": (50.0, 100),
+            "partner": (200.0, 400),
+            "internal": (2000.0, 4000),
+            "auth": (1.0, 10),
+        }
+    )
+    # Proxies (IPs or CIDRs) whose X-Forwarded-For names the real client.
+    trusted_proxies: tuple[str, ...] = ()
+    # The WAF in front of every route: signature rules up to this paranoia level (1-4)
+    # block once their scores reach the threshold; bodies over the limit are refused.
+    waf_enabled: bool = True
+    waf_paranoia_level: int = Field(1, ge=1, le=4)
+    waf_anomaly_threshold: int = Field(5, ge=1, le=100)
+    max_body_bytes: int = Field(1 << 20, ge=1024, le=1 << 30)
+    max_import_body_bytes: int = Field(64 << 20, ge=1024, le=1 << 32)
 
     # Orders: the processor polls the outbox this often; shipments go to these carriers.
     order_processor_interval_ms: int = Field(500, ge=10, le=60_000)
@@ -67,7 +102,7 @@ class Settings(BaseSettings):
     http_host: str = "127.0.0.1"
     http_port: int = Field(8000, ge=1, le=65535)
     # Serve's gRPC ingress (internal InventoryService, OrderService); 0 = none. Binds on
-    # http_host; keep it on the internal network (no authentication yet).
+    # http_host; calls need an access token (see README, gRPC).
     grpc_port: int = Field(9000, ge=0, le=65535)
     # Ray cluster: empty address means `feira up` starts a local one.
     ray_address: str | None = None
@@ -113,6 +148,19 @@ class Settings(BaseSettings):
         # Ray workers do not share the caller's working directory.
         return path.expanduser().resolve()
 
+    @field_validator("rate_plans")
+    @classmethod
+    def _plans(cls, plans: dict[str, tuple[float, int]]) -> dict[str, tuple[float, int]]:
+        for name in ("anonymous", "auth"):
+            if name not in plans:
+                raise ValueError(f"rate_plans needs a {name!r} plan")
+        for name, (rate, burst) in plans.items():
+            if not name.replace("-", "").replace("_", "").isalnum():
+                raise ValueError(f"plan name {name!r}: letters, digits, '-' and '_' only")
+            if not 0 < rate <= 1_000_000 or not 1 <= burst <= 1_000_000:
+                raise ValueError(f"plan {name!r}: rate in (0, 1e6], burst in [1, 1e6]")
+        return plans
+
     @field_validator("ray_gcs_port")
     @classmethod
     def _not_redis_port(cls, port: int) -> int:
@@ -123,7 +171,7 @@ class Settings(BaseSettings):
     def to_wire(self) -> dict[str, Any]:
         # Secrets travel in clear to the cluster's own actors and replicas only.
         wire = self.model_dump(mode="json")
-        for name in ("merchant_token_secret", "payment_webhook_secret"):
+        for name in ("payment_webhook_secret", "jwt_keys_passphrase"):
             secret = getattr(self, name)
             if secret is not None:
                 wire[name] = secret.get_secret_value()

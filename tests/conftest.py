@@ -81,6 +81,18 @@ def settings(data_dir: Path, pg_database: str, redis_url: str, session_prefix: s
         search_sync_interval_ms=100,
         # A killed order processor's batch comes back quickly in the fault tests.
         order_outbox_lease_s=10.0,
+        # Every test client is 127.0.0.1: the anonymous plan is the whole suite's budget.
+        # Sign-in keeps the production "auth" plan, which an e2e test runs into.
+        rate_plans={
+            "anonymous": (5_000.0, 10_000),
+            "standard": (50.0, 100),
+            "partner": (200.0, 400),
+            "internal": (5_000.0, 10_000),
+            "auth": (1.0, 10),
+        },
+        # argon2's production memory cost (64 MiB) per sign-up on two shared cores.
+        password_memory_kib=8_192,
+        password_time_cost=1,
     )
 
 

@@ -48,6 +48,15 @@ class Cart:
     def new(cls, cart_id: str, customer_id: str | None, now: float) -> Cart:
         return cls(cart_id, customer_id, {}, now, now, 0)
 
+    def check_access(self, caller: str | None) -> None:
+        """A signed-in customer's cart answers only that customer; a guest cart (no
+        customer) answers whoever holds its id, which is unguessable. Someone else's cart
+        is "not found", so its existence does not leak either."""
+        if self.customer_id is not None and caller != self.customer_id:
+            raise DomainError(
+                ErrorCode.CART_NOT_FOUND, f"cart {self.id!r} not found", cart_id=self.id
+            )
+
     def add(self, sku: str, quantity: int, limits: CartLimits, now: float) -> None:
         self._require_unfrozen()
         check_sku(sku)
@@ -121,9 +130,7 @@ class Cart:
                 ErrorCode.CART_LINE_NOT_FOUND, f"cart has no line for sku {sku!r}", sku=sku
             )
 
-    def merge(
-        self, lines: Sequence[tuple[str, int]], limits: CartLimits, now: float
-    ) -> list[str]:
+    def merge(self, lines: Sequence[tuple[str, int]], limits: CartLimits, now: float) -> list[str]:
         """Add another cart's lines (a guest cart at sign-in), capped at the limits.
 
         Quantities of a SKU in both carts add up to at most the per-line limit; lines that

@@ -291,6 +291,14 @@ class TokenService:
         self._leeway = leeway_s
         self._jws = jwt.api_jws.PyJWS()
 
+    @property
+    def issuer(self) -> str:
+        return self._issuer
+
+    def jwks(self) -> dict[str, Any]:
+        """The public keys that verify this service's tokens (for the JWKS route)."""
+        return self._ring.jwks()
+
     def issue_access(
         self,
         subject: str,

@@ -20,6 +20,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from strawberry.fastapi import GraphQLRouter
 from strawberry.http import GraphQLHTTPResponse
+from strawberry.http.parse_content_type import parse_content_type
 from strawberry.types import ExecutionResult
 from strawberry.types.unset import UNSET
 
@@ -62,6 +63,23 @@ def _codes(data: GraphQLHTTPResponse) -> set[str]:
 
 
 class FeiraGraphQLRouter(GraphQLRouter[RequestContext, None]):
+    def parse_json(self, data: str | bytes) -> Any:
+        try:
+            return self.decode_json(data)
+        except ValueError as error:  # JSONDecodeError, and UnicodeDecodeError (not UTF-8)
+            raise HTTPException(400, "Unable to parse request body as JSON") from error
+
+    async def parse_http_body(self, request: Any) -> Any:
+        # Strawberry reads members of the JSON body without checking it is an object: a
+        # body of "x", 1 or null was a 500. Refuse it as the other malformed bodies are.
+        if request.method == "POST":
+            content_type, _ = parse_content_type(request.content_type or "")
+            if "application/json" in content_type:
+                body = self.parse_json(await request.get_body())
+                if not isinstance(body, dict | list):
+                    raise HTTPException(400, "The request body must be a JSON object")
+        return await super().parse_http_body(request)
+
     async def process_result(
         self, request: Request, result: ExecutionResult
     ) -> GraphQLHTTPResponse:

@@ -8,7 +8,7 @@ from fastapi import APIRouter, Path
 from fastapi.responses import Response
 
 from api.deps import ShopDep
-from api.models import ProductId, ProductPage
+from api.models import MobileProductOut, ProductId, ProductPage
 from api.responses import json
 
 router = APIRouter(prefix="/bff", tags=["bff"])
@@ -48,6 +48,6 @@ def compact_product_page(page: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-@router.get("/mobile/product/{product_id}")
+@router.get("/mobile/product/{product_id}", response_model=MobileProductOut)
 async def mobile_product(shop: ShopDep, product_id: ProductPath) -> Response:
     return json(compact_product_page(await shop.product_page(product_id)))

@@ -1,15 +1,16 @@
-"""Carts: create, view, add, change, remove. A cart id is the guest's bearer secret."""
+"""Carts: create, view, add, change, remove. A cart id is the guest's bearer secret; a
+signed-in customer's cart answers only that customer (others get 404)."""
 
 from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Body, Header, Path
+from fastapi import APIRouter, Header, Path
 from fastapi.responses import Response
 
 from api.deps import ShopDep
+from api.merchant_auth import PrincipalDep
 from api.models import (
-    CartCreate,
     CartId,
     CartItemAdd,
     CartItemUpdate,
@@ -32,23 +33,27 @@ def _op_id(cart_id: str, key: str | None) -> str | None:
 
 
 @router.post("", status_code=201, response_model=CartOut)
-async def create_cart(shop: ShopDep, body: Annotated[CartCreate | None, Body()] = None) -> Response:
-    cart = await shop.create_cart(body.customer_id if body else None)
+async def create_cart(shop: ShopDep, who: PrincipalDep) -> Response:
+    """A guest cart, or with a customer token a cart owned by that customer."""
+    cart = await shop.create_cart(who.customer)
     return json(cart, 201, {"Location": f"/v1/carts/{cart['id']}"})
 
 
 @router.get("/{cart_id}", response_model=CartOut)
-async def get_cart(shop: ShopDep, cart_id: CartPath) -> Response:
-    return json(await shop.get_cart(cart_id))
+async def get_cart(shop: ShopDep, cart_id: CartPath, who: PrincipalDep) -> Response:
+    return json(await shop.get_cart(cart_id, who.customer))
 
 
 @router.post("/{cart_id}/items", response_model=CartOut)
 async def add_item(
-    shop: ShopDep, cart_id: CartPath, item: CartItemAdd, idempotency_key: IdemKey = None
+    shop: ShopDep,
+    cart_id: CartPath,
+    item: CartItemAdd,
+    who: PrincipalDep,
+    idempotency_key: IdemKey = None,
 ) -> Response:
-    return json(
-        await shop.add_item(cart_id, item.sku, item.quantity, _op_id(cart_id, idempotency_key))
-    )
+    op_id = _op_id(cart_id, idempotency_key)
+    return json(await shop.add_item(cart_id, item.sku, item.quantity, op_id, who.customer))
 
 
 @router.patch("/{cart_id}/items/{sku}", response_model=CartOut)
@@ -57,15 +62,20 @@ async def set_quantity(
     cart_id: CartPath,
     sku: SkuPath,
     body: CartItemUpdate,
+    who: PrincipalDep,
     idempotency_key: IdemKey = None,
 ) -> Response:
-    return json(
-        await shop.set_quantity(cart_id, sku, body.quantity, _op_id(cart_id, idempotency_key))
-    )
+    op_id = _op_id(cart_id, idempotency_key)
+    return json(await shop.set_quantity(cart_id, sku, body.quantity, op_id, who.customer))
 
 
 @router.delete("/{cart_id}/items/{sku}", response_model=CartOut)
 async def remove_item(
-    shop: ShopDep, cart_id: CartPath, sku: SkuPath, idempotency_key: IdemKey = None
+    shop: ShopDep,
+    cart_id: CartPath,
+    sku: SkuPath,
+    who: PrincipalDep,
+    idempotency_key: IdemKey = None,
 ) -> Response:
-    return json(await shop.remove_item(cart_id, sku, _op_id(cart_id, idempotency_key)))
+    op_id = _op_id(cart_id, idempotency_key)
+    return json(await shop.remove_item(cart_id, sku, op_id, who.customer))

@@ -9,7 +9,7 @@ from fastapi.responses import Response
 
 from actors.domain.errors import DomainError, ErrorCode
 from api.deps import ShopDep
-from api.models import PriceOut, ProductId, ProductList, Sku, StockOut
+from api.models import PriceOut, ProductId, ProductList, ProductOut, Sku, StockOut
 from api.responses import json
 
 router = APIRouter(prefix="/v1", tags=["catalog"])
@@ -30,7 +30,7 @@ async def list_products(
     return json({"items": items, "next_cursor": next_cursor})
 
 
-@router.get("/products/{product_id}")
+@router.get("/products/{product_id}", response_model=ProductOut)
 async def get_product(shop: ShopDep, product_id: Annotated[ProductId, Path()]) -> Response:
     return json(await shop.product(product_id))
 

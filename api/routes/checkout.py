@@ -24,7 +24,8 @@ from actors.checkout import CheckoutService, check_idempotency_key
 from actors.domain.errors import DomainError, ErrorCode
 from actors.domain.validation import INT64_MAX
 from api import problems
-from api.models import CartId, Strict
+from api.access import principal_of
+from api.models import CartId, OrderOut, PlacedOrderOut, Strict
 from api.responses import json
 
 router = APIRouter(tags=["checkout"])
@@ -68,6 +69,7 @@ def _service(request: Request) -> CheckoutService:
 @router.post(
     CHECKOUT_PATH,
     status_code=202,
+    response_model=PlacedOrderOut,
     responses={
         202: {"description": "order placed: authorized, or pending_payment (poll it)"},
         400: {"description": "Idempotency-Key missing or malformed"},
@@ -83,7 +85,8 @@ async def checkout(
 ) -> Response:
     key = check_idempotency_key(idempotency_key)
     service = _service(request)
-    answer = await service.checkout(body.model_dump(mode="json"), key, render)
+    caller = principal_of(request.scope).customer
+    answer = await service.checkout(body.model_dump(mode="json"), key, render, caller)
     headers = dict(NO_STORE)
     if answer.status == 202 and answer.order_id is not None:
         headers["Location"] = f"/v1/orders/{answer.order_id}"
@@ -93,8 +96,9 @@ async def checkout(
     return Response(orjson.dumps(answer.body), answer.status, headers, media_type)
 
 
-@router.get("/v1/orders/{order_id}")
+@router.get("/v1/orders/{order_id}", response_model=OrderOut)
 async def get_order(
     request: Request, order_id: Annotated[str, Path(min_length=1, max_length=64)]
 ) -> Response:
-    return json(await _service(request).get_order(order_id), headers=dict(NO_STORE))
+    order = await _service(request).get_order(order_id, principal_of(request.scope).customer)
+    return json(order, headers=dict(NO_STORE))

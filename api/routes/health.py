@@ -9,6 +9,7 @@ from fastapi import APIRouter, Request
 from fastapi.responses import Response
 
 from actors.domain.errors import DomainError
+from api.models import StatusOut
 from api.problems import domain_problem
 from api.responses import json
 
@@ -17,12 +18,12 @@ router = APIRouter(tags=["ops"])
 ReadyCheck = Callable[[], Awaitable[dict[str, Any]]]
 
 
-@router.get("/healthz")
+@router.get("/healthz", response_model=StatusOut)
 async def healthz() -> Response:
     return json({"status": "ok"})
 
 
-@router.get("/readyz")
+@router.get("/readyz", response_model=StatusOut)
 async def readyz(request: Request) -> Response:
     check: ReadyCheck = request.app.state.ready_check
     try:

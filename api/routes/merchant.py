@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
+import orjson
 from fastapi import APIRouter, Body, Header, Path, Query, Request
 from fastapi.responses import Response
 from pydantic import BaseModel, Field
@@ -16,7 +17,16 @@ from actors.domain.catalog import ProductStatus
 from actors.domain.errors import DomainError, ErrorCode
 from actors.merchant import MerchantCatalog
 from api.merchant_auth import MerchantDep
-from api.models import IdempotencyKey, ProductId, Sku
+from api.models import (
+    IdempotencyKey,
+    ImportReportOut,
+    PriceOut,
+    ProductId,
+    ProductList,
+    ProductOut,
+    Sku,
+    StockLevelOut,
+)
 from api.responses import json
 
 router = APIRouter(prefix="/v1/merchant", tags=["merchant"])
@@ -33,6 +43,19 @@ PRODUCT_EXAMPLE = {
     "description": "A stovetop kettle in enamelled steel.",
     "attributes": {"material": "enamelled steel"},
     "variants": [{"sku": "KST-ENAMEL-1", "options": {"color": "red"}, "images": []}],
+}
+NDJSON_TYPES = (NDJSON, "application/jsonl", "application/json-seq")
+# The body is read as a stream, so FastAPI cannot see it: documented here.
+IMPORT_BODY = {
+    "required": True,
+    "description": "one product JSON object per line (the fields of POST /products)",
+    "content": {
+        media_type: {
+            "schema": {"type": "string"},
+            "example": orjson.dumps(PRODUCT_EXAMPLE).decode() + "\n",
+        }
+        for media_type in NDJSON_TYPES
+    },
 }
 
 
@@ -54,7 +77,7 @@ def _op_id(merchant_id: str, key: str | None) -> str | None:
     return f"merchant:{merchant_id}:{key}" if key else None
 
 
-@router.get("/products")
+@router.get("/products", response_model=ProductList)
 async def list_products(
     request: Request,
     merchant_id: MerchantDep,
@@ -66,7 +89,7 @@ async def list_products(
     return json({"items": items, "next_cursor": next_cursor})
 
 
-@router.post("/products", status_code=201)
+@router.post("/products", status_code=201, response_model=ProductOut)
 async def create_product(
     request: Request,
     merchant_id: MerchantDep,
@@ -78,12 +101,16 @@ async def create_product(
     return json(doc, 201, {"Location": f"/v1/merchant/products/{doc['id']}"})
 
 
-@router.post("/products/import")
+@router.post(
+    "/products/import",
+    response_model=ImportReportOut,
+    openapi_extra={"requestBody": IMPORT_BODY},
+)
 async def import_products(request: Request, merchant_id: MerchantDep) -> Response:
     """Bulk import: one product JSON per line (NDJSON), streamed. A line with an ``id`` the
     merchant owns replaces that product's fields; bad lines are reported, good ones kept."""
     content_type = request.headers.get("content-type", "").split(";")[0].strip()
-    if content_type not in (NDJSON, "application/jsonl", "application/json-seq"):
+    if content_type not in NDJSON_TYPES:
         raise DomainError(
             ErrorCode.INVALID_ARGUMENT, f"send the products as {NDJSON}, one per line"
         )
@@ -91,14 +118,14 @@ async def import_products(request: Request, merchant_id: MerchantDep) -> Respons
     return json(report.as_json())
 
 
-@router.get("/products/{product_id}")
+@router.get("/products/{product_id}", response_model=ProductOut)
 async def get_product(
     request: Request, merchant_id: MerchantDep, product_id: ProductPath
 ) -> Response:
     return json(await _catalog(request).own(merchant_id, product_id))
 
 
-@router.patch("/products/{product_id}")
+@router.patch("/products/{product_id}", response_model=ProductOut)
 async def update_product(
     request: Request,
     merchant_id: MerchantDep,
@@ -108,7 +135,7 @@ async def update_product(
     return json(await _catalog(request).update(merchant_id, product_id, changes))
 
 
-@router.post("/products/{product_id}/publish")
+@router.post("/products/{product_id}/publish", response_model=ProductOut)
 async def publish_product(
     request: Request, merchant_id: MerchantDep, product_id: ProductPath
 ) -> Response:
@@ -117,16 +144,14 @@ async def publish_product(
     )
 
 
-@router.post("/products/{product_id}/archive")
+@router.post("/products/{product_id}/archive", response_model=ProductOut)
 async def archive_product(
     request: Request, merchant_id: MerchantDep, product_id: ProductPath
 ) -> Response:
-    return json(
-        await _catalog(request).set_status(merchant_id, product_id, ProductStatus.ARCHIVED)
-    )
+    return json(await _catalog(request).set_status(merchant_id, product_id, ProductStatus.ARCHIVED))
 
 
-@router.put("/prices/{sku}")
+@router.put("/prices/{sku}", response_model=PriceOut)
 async def set_price(
     request: Request, merchant_id: MerchantDep, sku: SkuPath, price: PriceIn, key: IdemKey = None
 ) -> Response:
@@ -143,7 +168,7 @@ async def set_price(
     )
 
 
-@router.put("/inventory/{sku}")
+@router.put("/inventory/{sku}", response_model=StockLevelOut)
 async def set_stock(
     request: Request, merchant_id: MerchantDep, sku: SkuPath, stock: StockIn, key: IdemKey = None
 ) -> Response:

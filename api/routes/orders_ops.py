@@ -31,7 +31,14 @@ from actors.logistics import Logistics, shipment_view
 from actors.order_processor import OrderProcessor
 from actors.payments.webhooks import SIGNATURE_HEADER, Secrets, SeenEvents, accept
 from api.merchant_auth import CarrierDep, MerchantDep
-from api.models import Strict
+from api.models import (
+    MerchantOrderOut,
+    MerchantOrdersOut,
+    ShipmentsOut,
+    ShipmentViewOut,
+    Strict,
+    WebhookOut,
+)
 from api.responses import json
 from storage.interfaces import OrderStore
 
@@ -56,8 +63,10 @@ class OrdersOps:
 
 class ShipmentEventIn(Strict):
     kind: Literal["picked_up", "in_transit", "delivered", "failed"]
-    at: float | None = Field(default=None, ge=0, description="unix seconds; default now")
-    note: str | None = Field(default=None, max_length=1000)
+    at: float | None = Field(
+        default=None, ge=0, allow_inf_nan=False, description="unix seconds; default now"
+    )
+    note: str | None = Field(default=None, min_length=1, max_length=1000)
 
 
 def _ops(request: Request) -> OrdersOps:
@@ -70,7 +79,7 @@ def _ops(request: Request) -> OrdersOps:
 # --- logistics -------------------------------------------------------------------------
 
 
-@router.get("/v1/logistics/shipments")
+@router.get("/v1/logistics/shipments", response_model=ShipmentsOut)
 async def list_shipments(
     request: Request,
     carrier: CarrierDep,
@@ -90,7 +99,7 @@ async def list_shipments(
     return json({"items": items, "next_cursor": next_cursor})
 
 
-@router.post("/v1/logistics/shipments/{order_id}/events")
+@router.post("/v1/logistics/shipments/{order_id}/events", response_model=ShipmentViewOut)
 async def post_shipment_event(
     request: Request, carrier: CarrierDep, order_id: OrderIdPath, event: ShipmentEventIn
 ) -> Response:
@@ -103,7 +112,28 @@ async def post_shipment_event(
 # --- payment webhooks ------------------------------------------------------------------
 
 
-@router.post("/v1/payments/webhooks/{provider}")
+# The body is read raw (its bytes are what is signed), so FastAPI cannot see it.
+WEBHOOK_DOC: dict[str, Any] = {
+    "parameters": [
+        {
+            "name": SIGNATURE_HEADER,
+            "in": "header",
+            "required": True,
+            "description": "t=<unix s>,v1=<hex HMAC-SHA256 of '<t>.' + body>[,v1=...]",
+            "schema": {"type": "string", "maxLength": 4096},
+        }
+    ],
+    "requestBody": {
+        "required": True,
+        "description": "the provider's event, signed as sent",
+        "content": {"application/json": {"schema": {"type": "object"}}},
+    },
+}
+
+
+@router.post(
+    "/v1/payments/webhooks/{provider}", response_model=WebhookOut, openapi_extra=WEBHOOK_DOC
+)
 async def payment_webhook(request: Request, provider: ProviderPath) -> Response:
     ops = _ops(request)
     secret = ops.webhook_secrets.get(provider)
@@ -146,7 +176,7 @@ def merchant_view(order: Order, merchant_id: str) -> dict[str, Any]:
     }
 
 
-@router.get("/v1/merchant/orders", tags=["merchant"])
+@router.get("/v1/merchant/orders", tags=["merchant"], response_model=MerchantOrdersOut)
 async def merchant_orders(
     request: Request,
     merchant_id: MerchantDep,
@@ -163,7 +193,9 @@ async def merchant_orders(
     return json({"items": items, "next_cursor": next_cursor})
 
 
-@router.post("/v1/merchant/orders/{order_id}/refund", tags=["merchant"])
+@router.post(
+    "/v1/merchant/orders/{order_id}/refund", tags=["merchant"], response_model=MerchantOrderOut
+)
 async def merchant_refund(
     request: Request, merchant_id: MerchantDep, order_id: OrderIdPath
 ) -> Response:

@@ -8,7 +8,9 @@ from fastapi import APIRouter, Query
 from fastapi.responses import Response
 
 from actors.domain.errors import DomainError, ErrorCode
+from actors.domain.validation import INT64_MAX
 from api.deps import ShopDep
+from api.models import SearchOut
 from api.responses import json
 from storage.records import SearchQuery, SearchResult, SortOrder
 
@@ -67,9 +69,7 @@ def result_json(result: SearchResult, currency: str) -> dict[str, Any]:
                 "title": hit.title,
                 "brand": hit.brand,
                 "category": hit.category,
-                "price": None
-                if hit.price is None
-                else {"amount": hit.price, "currency": currency},
+                "price": None if hit.price is None else {"amount": hit.price, "currency": currency},
                 "score": hit.score,
             }
             for hit in result.hits
@@ -83,7 +83,7 @@ def result_json(result: SearchResult, currency: str) -> dict[str, Any]:
     }
 
 
-@router.get("/search")
+@router.get("/search", response_model=SearchOut)
 async def search(
     shop: ShopDep,
     q: Annotated[str, Query(max_length=200, description="words; typos are tolerated")] = "",
@@ -100,8 +100,8 @@ async def search(
             description="name:value, e.g. color:red; values of one name are OR-ed",
         ),
     ] = [],  # noqa: B006
-    min_price: Annotated[int | None, Query(ge=0, description="minor units")] = None,
-    max_price: Annotated[int | None, Query(ge=0, description="minor units")] = None,
+    min_price: Annotated[int | None, Query(ge=0, le=INT64_MAX, description="minor units")] = None,
+    max_price: Annotated[int | None, Query(ge=0, le=INT64_MAX, description="minor units")] = None,
     sort: SortOrder = SortOrder.RELEVANCE,
     cursor: Annotated[str | None, Query(max_length=500)] = None,
     limit: Annotated[int, Query(ge=1, le=100)] = 20,

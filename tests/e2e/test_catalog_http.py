@@ -13,8 +13,7 @@ from typing import Any
 import httpx
 import pytest
 
-from api.merchant_auth import MerchantTokens
-from feira.signing_secrets import merchant_token_secret
+from tests.tokens import deployed_bearer
 
 # A merchant change must be visible on every replica within this bound (README states it).
 INVALIDATION_BOUND_S = 2.0
@@ -38,7 +37,7 @@ def replica_urls() -> list[str]:
 
 
 def merchant_headers(settings: Any, merchant_id: str) -> dict[str, str]:
-    token = MerchantTokens(merchant_token_secret(settings)).issue(merchant_id, ttl_s=3600)
+    token = deployed_bearer(settings, merchant_id)
     return {"Authorization": f"Bearer {token}"}
 
 
@@ -67,8 +66,12 @@ async def test_search_with_a_typo_facets_and_pages(feira_url: str) -> None:
         seen: list[str] = []
         cursor = None
         while True:
-            params: dict[str, Any] = {"category": "home", "brand": brand["value"], "limit": 7,
-                                      "sort": "price_asc"}
+            params: dict[str, Any] = {
+                "category": "home",
+                "brand": brand["value"],
+                "limit": 7,
+                "sort": "price_asc",
+            }
             if cursor:
                 params["cursor"] = cursor
             page = (await http.get("/v1/search", params=params)).json()
@@ -110,16 +113,12 @@ async def test_graphql_search_with_nested_prices_and_stock(feira_url: str) -> No
         node = result["nodes"][0]
         assert node["variants"][0]["price"]["unit"]["currency"] == "EUR"
         assert {f["name"] for f in result["facets"]} >= {"brand", "category"}
-        too_big = await http.post(
-            "/graphql", json={"query": "{ search(first: 101) { total } }"}
-        )
+        too_big = await http.post("/graphql", json={"query": "{ search(first: 101) { total } }"})
         assert too_big.status_code in {200, 400}
         assert too_big.json()["errors"]
 
 
-async def test_merchant_changes_reach_every_replica_and_search(
-    feira_url: str, seeded: Any
-) -> None:
+async def test_merchant_changes_reach_every_replica_and_search(feira_url: str, seeded: Any) -> None:
     async with httpx.AsyncClient(timeout=10) as probe:
         # The gRPC app's replica listens in the same range; only BFF replicas answer /healthz.
         replicas = [
@@ -177,9 +176,7 @@ async def test_merchant_changes_reach_every_replica_and_search(
         took = await until(searchable, SEARCH_LAG_BOUND_S)
         print(f"new product searchable after {took * 1000:.0f} ms")
         # Archived: it leaves search and every replica.
-        await http.post(
-            f"{feira_url}/v1/merchant/products/{product_id}/archive", headers=headers
-        )
+        await http.post(f"{feira_url}/v1/merchant/products/{product_id}/archive", headers=headers)
 
         async def gone() -> bool:
             hits = (await http.get(f"{feira_url}/v1/search", params={"q": word})).json()

@@ -24,8 +24,7 @@ import ray
 import redis.asyncio as aioredis
 
 from actors.domain.card_data import contains_card_number, find_card_numbers
-from api.merchant_auth import MerchantTokens
-from feira.signing_secrets import merchant_token_secret
+from tests.tokens import deployed_bearer
 
 pytestmark = pytest.mark.e2e
 
@@ -64,7 +63,7 @@ async def send_card_numbers(http: httpx.AsyncClient, settings: Any) -> list[str]
     assert (
         await http.post(f"/v1/carts/{cart_id}/items", json={"sku": sku, "quantity": 1})
     ).status_code == 200
-    token = MerchantTokens(merchant_token_secret(settings)).issue("m-001", ttl_s=600)
+    token = deployed_bearer(settings, "m-001")
     merchant = {"Authorization": f"Bearer {token}"}
     ndjson = (
         b'{"title": "Card kettle", "brand": "Kestrel", "category": "home/kitchen/kettles",'

@@ -13,8 +13,8 @@ import orjson
 import pytest
 
 from actors.payments.webhooks import sign
-from api.merchant_auth import MerchantTokens
-from feira.signing_secrets import merchant_token_secret, payment_webhook_secret
+from feira.signing_secrets import payment_webhook_secret
+from tests.tokens import deployed_bearer
 
 PROCESSOR_BOUND_S = 30.0
 
@@ -38,7 +38,6 @@ async def order_reaches(http: httpx.AsyncClient, order_id: str, status: str) -> 
 
 
 async def test_cart_to_delivered_order(feira_url: str, seeded: Any) -> None:
-    tokens = MerchantTokens(merchant_token_secret(seeded))
     async with httpx.AsyncClient(base_url=feira_url, timeout=30) as http:
         product = (await http.get("/v1/products/p-0000004")).json()
         sku = product["variants"][0]["sku"]
@@ -64,11 +63,11 @@ async def test_cart_to_delivered_order(feira_url: str, seeded: Any) -> None:
         after = (await http.get(f"/v1/stock/{sku}")).json()
         assert after["sold"] == before["sold"] + 1
         carrier = order["shipment"]["carrier"]
-        driver = {"Authorization": f"Bearer {tokens.issue(carrier, role='carrier')}"}
+        driver = {"Authorization": f"Bearer {deployed_bearer(seeded, carrier, 'logistics')}"}
         listed = (await http.get("/v1/logistics/shipments", headers=driver)).json()
         assert order_id in [s["order_id"] for s in listed["items"]]
         other = "ups" if carrier != "ups" else "dhl"
-        stranger = {"Authorization": f"Bearer {tokens.issue(other, role='carrier')}"}
+        stranger = {"Authorization": f"Bearer {deployed_bearer(seeded, other, 'logistics')}"}
         path = f"/v1/logistics/shipments/{order_id}/events"
         refused = await http.post(path, json={"kind": "picked_up"}, headers=stranger)
         assert refused.status_code == 404
@@ -84,11 +83,22 @@ async def test_cart_to_delivered_order(feira_url: str, seeded: Any) -> None:
 
         # A webhook must be signed; a duplicate is acknowledged and applied once.
         event = orjson.dumps(
-            {"id": f"evt-{order_id}", "type": "payment.captured", "created": int(time.time()),
-             "data": {"metadata": {"order_id": order_id}}}
+            {
+                "id": f"evt-{order_id}",
+                "type": "payment.captured",
+                "created": int(time.time()),
+                "data": {"metadata": {"order_id": order_id}},
+            }
         )
-        unsigned = await http.post("/v1/payments/webhooks/sandbox", content=event)
+        unsigned = await http.post(
+            "/v1/payments/webhooks/sandbox",
+            content=event,
+            headers={"content-type": "application/json"},
+        )
         assert unsigned.status_code == 400
+        # A body without a content type never reaches the route: the WAF answers 415.
+        untyped = await http.post("/v1/payments/webhooks/sandbox", content=event)
+        assert untyped.status_code == 415
         signature = sign(payment_webhook_secret(seeded), event, time.time())
         for _ in range(2):
             reply = await http.post(

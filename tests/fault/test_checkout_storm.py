@@ -33,10 +33,9 @@ import ray
 
 from actors.kinds import ShardKind, actor_name
 from actors.shells import ORDER_PROCESSOR_NAME
-from api.merchant_auth import MerchantTokens
 from feira.payments import SANDBOX_LEDGER_FILE
-from feira.signing_secrets import merchant_token_secret
 from tests.fault.test_replica_kill import is_gateway_failure
+from tests.tokens import deployed_bearer
 
 pytestmark = pytest.mark.fault
 
@@ -105,7 +104,7 @@ async def answered(
 
 
 def merchant_headers(settings: Any, merchant_id: str) -> dict[str, str]:
-    token = MerchantTokens(merchant_token_secret(settings)).issue(merchant_id, ttl_s=3600)
+    token = deployed_bearer(settings, merchant_id)
     return {"Authorization": f"Bearer {token}"}
 
 

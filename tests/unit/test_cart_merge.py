@@ -58,14 +58,21 @@ async def test_merge_through_the_shard_applies_once(tmp_path: Path) -> None:
     guest = (await shop.create_cart())["id"]
     mine = (await shop.create_cart("cust-1"))["id"]
     await shop.add_item(guest, "A", 2)
-    await shop.add_item(mine, "A", 1)
-    first = await shop.merge_carts(guest, mine)
-    again = await shop.merge_carts(guest, mine)
+    await shop.add_item(mine, "A", 1, caller="cust-1")
+    first = await shop.merge_carts(guest, mine, "cust-1")
+    again = await shop.merge_carts(guest, mine, "cust-1")
     assert [(line["sku"], line["quantity"]) for line in first["lines"]] == [("A", 3)]
     assert [(line["sku"], line["quantity"]) for line in again["lines"]] == [("A", 3)]
     assert first["customer_id"] == "cust-1"
     with pytest.raises(DomainError):
-        await shop.merge_carts(mine, mine)
-    snap = unwrap((await service.apply([("get", (mine,))]))[0])
+        await shop.merge_carts(mine, mine, "cust-1")
+    snap = unwrap((await service.apply([("get", (mine, "cust-1"))]))[0])
     assert snap["lines"] == [{"sku": "A", "quantity": 3}]
+    # Someone else's cart is neither a merge target nor a merge source.
+    for target, source in ((mine, guest), (guest, mine)):
+        with pytest.raises(DomainError) as refused:
+            await shop.merge_carts(source, target, "cust-2")
+        assert refused.value.code is ErrorCode.CART_NOT_FOUND
+    after = unwrap((await service.apply([("get", (mine, "cust-1"))]))[0])
+    assert after["version"] == snap["version"]
     await prices.close()

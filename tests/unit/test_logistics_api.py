@@ -16,9 +16,10 @@ from actors.logistics import MAX_SCAN_PAGES, Logistics, StoreShipmentIndex
 from actors.order_processor import StoreSeenEvents, choose_carrier
 from actors.payments.provider import PaymentState
 from actors.payments.webhooks import SIGNATURE_HEADER, InMemorySeenEvents, SeenEvents, sign
-from api.app import create_api
-from api.merchant_auth import MerchantTokens
+from api.app import Edge, create_api
 from api.routes.orders_ops import OrdersOps
+from tests.tokens import TOKENS
+from tests.tokens import bearer as role_bearer
 from tests.unit.test_order_processor import (
     CARRIERS,
     SKUS,
@@ -30,11 +31,9 @@ from tests.unit.test_order_processor import (
     place,
 )
 
-TOKENS = MerchantTokens(b"t" * 32)
-
 
 def bearer(subject: str, role: str = "merchant") -> dict[str, str]:
-    return {"Authorization": f"Bearer {TOKENS.issue(subject, 3600, role=role)}"}
+    return role_bearer(subject, "logistics" if role == "carrier" else role)
 
 
 def carrier_of(order_id: str) -> dict[str, str]:
@@ -67,7 +66,7 @@ async def api(
     async def ready() -> dict[str, Any]:
         return {}
 
-    app = create_api(env.run.shop, ready, merchant_tokens=TOKENS, orders_ops=ops)
+    app = create_api(env.run.shop, ready, edge=Edge(tokens=TOKENS), orders_ops=ops)
     transport = httpx.ASGITransport(app=app)
     async with httpx.AsyncClient(transport=transport, base_url="http://feira") as client:
         yield client, env
@@ -166,8 +165,9 @@ async def test_a_carrier_pages_through_its_shipments(
         out, cursor = [], None
         while True:
             url = f"/v1/logistics/shipments?limit=2{query}"
-            listed = await client.get(url if cursor is None else f"{url}&cursor={cursor}",
-                                      headers=mine)
+            listed = await client.get(
+                url if cursor is None else f"{url}&cursor={cursor}", headers=mine
+            )
             assert listed.status_code == 200, listed.text
             out.append([item["order_id"] for item in listed.json()["items"]])
             cursor = listed.json()["next_cursor"]
