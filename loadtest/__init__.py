@@ -1,0 +1,1 @@
+"""Locust suites for Feira: see README.md here."""

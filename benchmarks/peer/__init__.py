@@ -1,0 +1,1 @@
+"""A conventional peer of Feira for comparison benchmarks: see README.md here."""
