@@ -11,6 +11,7 @@ durable. A cart not in memory is loaded from the store the first time it is touc
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import logging
 import time
 from collections import deque
@@ -56,6 +57,9 @@ class CartService:
         self._checkpoints = checkpoints
         self._lag_s = lag_s
         self._dirty: set[str] = set()
+        # When the oldest change still in ``_dirty`` was made (None when nothing is dirty).
+        self._dirty_since: float | None = None
+        self.checkpoint_failures = 0
         self._flusher: asyncio.Task[None] | None = None
         self._recent: dict[str, deque[str]] = {}
         self._dispatch = BatchDispatcher(
@@ -79,7 +83,8 @@ class CartService:
                 await self._load_missing(ops)
             except StorageError:
                 return [_unavailable() for _ in ops]
-        replies, fresh = self._dispatch.run(self._clock(), ops)
+        now = self._clock()
+        replies, fresh = self._dispatch.run(now, ops)
         carts: set[str] = set()
         for (name, args), (applied, _) in zip(ops, replies, strict=True):
             cart_id = _cart_of(name, args)
@@ -91,6 +96,8 @@ class CartService:
         if self._checkpoints is None or not carts:
             return replies
         if self._lag_s > 0:
+            if not self._dirty:
+                self._dirty_since = now
             self._dirty |= carts
             self._schedule_flush()
             return replies
@@ -108,6 +115,8 @@ class CartService:
     def expire_idle(self) -> list[str]:
         expired = self.book.expire_idle(self._clock(), self.idle_ttl_s)
         self._dirty.difference_update(expired)
+        if not self._dirty:
+            self._dirty_since = None
         for cart_id in expired:
             self._recent.pop(cart_id, None)
         return expired
@@ -115,15 +124,32 @@ class CartService:
     async def flush(self) -> int:
         """Write every dirty cart now; returns how many. Used at shutdown and by tests."""
         dirty, self._dirty = self._dirty, set()
+        since, self._dirty_since = self._dirty_since, None
         try:
             await self._save(dirty)
         except StorageError:
+            self.checkpoint_failures += 1
+            if dirty and since is not None:
+                # Still unsaved: the oldest change is the older of the two sets'.
+                current = self._dirty_since
+                self._dirty_since = since if current is None else min(since, current)
             self._dirty |= dirty
             raise
         return len(dirty)
 
-    def stats(self) -> dict[str, int]:
-        return {"carts": len(self.book), "dirty": len(self._dirty)}
+    def stats(self) -> dict[str, float]:
+        """``carts`` in memory; ``dirty``: carts changed and not yet checkpointed;
+        ``checkpoint_lag_s``: age of the oldest such change (0 when none);
+        ``checkpoint_failures``: failed checkpoint writes so far."""
+        lag = 0.0
+        if self._dirty and self._dirty_since is not None:
+            lag = max(0.0, self._clock() - self._dirty_since)
+        return {
+            "carts": len(self.book),
+            "dirty": len(self._dirty),
+            "checkpoint_lag_s": round(lag, 3),
+            "checkpoint_failures": self.checkpoint_failures,
+        }
 
     # --- checkpoints --------------------------------------------------------------------
 
@@ -166,7 +192,11 @@ class CartService:
 
     def _schedule_flush(self) -> None:
         if self._flusher is None or self._flusher.done():
-            self._flusher = asyncio.get_running_loop().create_task(self._flush_later())
+            # A context of its own: the flush serves many batches, so its log lines must
+            # not carry the request ids of the one that happened to start it.
+            self._flusher = asyncio.get_running_loop().create_task(
+                self._flush_later(), context=contextvars.Context()
+            )
 
     async def _flush_later(self) -> None:
         # Changes made while waiting ride along: one write per cart per lag window.

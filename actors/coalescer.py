@@ -7,6 +7,9 @@ flushed on the next event-loop turn, or at once when it reaches ``max_batch``. A
 ride the next call, so batches grow with load by themselves.
 
 Transport-agnostic: ``send`` is any coroutine that takes a batch and returns its replies.
+Each operation remembers the request id it was submitted under (``feira.logs``); while
+``send`` runs, the batch's ids are bound (:func:`feira.logs.request_scope`), so a sender
+can pass them to the shard and an in-process shard logs with them.
 """
 
 from __future__ import annotations
@@ -16,6 +19,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
 from actors.protocol import Op, Reply
+from feira.logs import REQUEST_ID, request_scope
 
 Send = Callable[[list[Op]], Awaitable[list[Reply]]]
 
@@ -26,6 +30,8 @@ class CoalescerStats:
     ops: int = 0
     max_batch_seen: int = 0
     failures: int = 0
+    # Most operations waiting at once since the last reset (a sampler resets it).
+    peak_pending: int = 0
 
     def ops_per_call(self) -> float:
         return self.ops / self.calls if self.calls else 0.0
@@ -35,6 +41,7 @@ class CoalescerStats:
 class _Queue:
     ops: list[Op] = field(default_factory=list)
     futures: list[asyncio.Future[Reply]] = field(default_factory=list)
+    request_ids: list[str | None] = field(default_factory=list)
     inflight: int = 0
     scheduled: bool = False
 
@@ -54,7 +61,11 @@ class Coalescer:
         q = self._q
         q.ops.append(op)
         q.futures.append(future)
-        if len(q.ops) >= self._max_batch:
+        q.request_ids.append(REQUEST_ID.get())
+        waiting = len(q.ops)
+        if waiting > self.stats.peak_pending:
+            self.stats.peak_pending = waiting
+        if waiting >= self._max_batch:
             self._flush()
         elif not q.scheduled:
             q.scheduled = True
@@ -65,25 +76,32 @@ class Coalescer:
     def pending(self) -> int:
         return len(self._q.ops)
 
+    @property
+    def inflight(self) -> int:
+        return self._q.inflight
+
     def _flush(self) -> None:
         q = self._q
         q.scheduled = False
         while q.ops and q.inflight < self._max_inflight:
             n = self._max_batch
-            ops, futures = q.ops[:n], q.futures[:n]
-            del q.ops[:n], q.futures[:n]
+            ops, futures, ids = q.ops[:n], q.futures[:n], q.request_ids[:n]
+            del q.ops[:n], q.futures[:n], q.request_ids[:n]
             q.inflight += 1
-            task = asyncio.get_running_loop().create_task(self._run(ops, futures))
+            task = asyncio.get_running_loop().create_task(self._run(ops, futures, ids))
             self._tasks.add(task)
             task.add_done_callback(self._tasks.discard)
 
-    async def _run(self, ops: list[Op], futures: list[asyncio.Future[Reply]]) -> None:
+    async def _run(
+        self, ops: list[Op], futures: list[asyncio.Future[Reply]], ids: list[str | None]
+    ) -> None:
         stats = self.stats
         stats.calls += 1
         stats.ops += len(ops)
         stats.max_batch_seen = max(stats.max_batch_seen, len(ops))
         try:
-            replies = await self._send(ops)
+            with request_scope(ids):
+                replies = await self._send(ops)
         except Exception as error:  # noqa: BLE001 - every waiter must learn the outcome
             stats.failures += 1
             for f in futures:

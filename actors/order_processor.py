@@ -73,6 +73,8 @@ from storage.records import NewOutboxEvent, OutboxEvent
 log = logging.getLogger("feira.orders.processor")
 
 CONSUMER = "order-processor"
+# Outbox events remembered as claimed-not-completed, for the backlog stats.
+MAX_HELD = 10_000
 DEFAULT_CARRIERS = ("feira-post",)
 _RETRYABLE_SHARD = frozenset(
     {ErrorCode.SHARD_UNAVAILABLE, ErrorCode.SHARD_TIMEOUT, ErrorCode.STORE_UNAVAILABLE}
@@ -230,6 +232,12 @@ class OrderProcessor:
         self.retry_delay_s = retry_delay_s
         self.max_event_attempts = max_event_attempts
         self.clock = clock
+        # Outbox stats (see ``stats``): events claimed and not completed, by id -> created_at.
+        self._held: dict[int, float] = {}
+        self.events_completed = 0
+        self.event_failures = 0
+        self._last_poll_at: float | None = None
+        self._started_at = clock()
 
     # -- the outbox loop
 
@@ -239,11 +247,13 @@ class OrderProcessor:
         lapses, then is handled again (by this or another processor)."""
         now = self.clock() if now is None else now
         events = await self.orders.claim_events(self.consumer, self.batch_size, self.lease_s, now)
+        self._note_claimed(events)
         done: list[int] = []
         for event in events:
             try:
                 await self.handle(event, now)
             except Exception:
+                self.event_failures += 1
                 if event.attempts < self.max_event_attempts:
                     log.exception("event %s (%s) failed; retried later", event.id, event.kind)
                     continue
@@ -252,7 +262,43 @@ class OrderProcessor:
                               event.id, event.kind, event.attempts)
             done.append(event.id)
         await self.orders.complete_events(self.consumer, done)
+        for event_id in done:
+            self._held.pop(event_id, None)
+        self.events_completed += len(done)
         return len(done)
+
+    def _note_claimed(self, events: Sequence[OutboxEvent]) -> None:
+        self._last_poll_at = self.clock()
+        if len(self._held) + len(events) > MAX_HELD:
+            # Claimed long ago and never completed here (another claimer finished them):
+            # forget the oldest rather than grow without bound.
+            for event_id in sorted(self._held)[: len(self._held) + len(events) - MAX_HELD]:
+                del self._held[event_id]
+        for event in events:
+            self._held[event.id] = event.created_at
+
+    def stats(self) -> dict[str, float]:
+        """The outbox as this processor sees it, for metrics.
+
+        ``outbox_backlog``: events claimed and not completed (in hand, or failing and
+        waiting for their lease to lapse); ``outbox_oldest_age_s``: age of the oldest of
+        them (claims go oldest first, so while the processor is behind this is how long
+        events wait); ``outbox_poll_age_s``: time since the last successful claim (a
+        processor that cannot reach its store, or is stuck, shows here);
+        ``events_completed`` and ``event_failures`` so far. Events committed but not yet
+        claimed are not counted: the store has no cheap count, and they wait at most one
+        processor interval while ``outbox_poll_age_s`` stays low.
+        """
+        now = self.clock()
+        oldest = min(self._held.values(), default=None)
+        last = self._last_poll_at if self._last_poll_at is not None else self._started_at
+        return {
+            "outbox_backlog": len(self._held),
+            "outbox_oldest_age_s": 0.0 if oldest is None else round(max(0.0, now - oldest), 3),
+            "outbox_poll_age_s": round(max(0.0, now - last), 3),
+            "events_completed": self.events_completed,
+            "event_failures": self.event_failures,
+        }
 
     async def handle(self, event: OutboxEvent, now: float) -> None:
         if event.kind == "order.authorized":

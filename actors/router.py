@@ -71,7 +71,10 @@ class ShardRouter:
         calls = (self.call_shard(kind, i, op, *args) for i in range(self.shard_count(kind)))
         return list(await asyncio.gather(*calls))
 
-    def stats(self) -> dict[str, dict[str, float]]:
+    def stats(self, *, reset_peaks: bool = False) -> dict[str, dict[str, float]]:
+        """Per shard kind, over this process's shards of the kind: ``calls``, ``ops``
+        and ``failures`` so far, ``pending`` (operations waiting now), ``pending_peak``
+        (most waiting at once since the last ``reset_peaks``) and ``inflight`` calls."""
         out: dict[str, dict[str, float]] = {}
         for kind, cs in self._coalescers.items():
             calls = sum(c.stats.calls for c in cs)
@@ -81,8 +84,13 @@ class ShardRouter:
                 "ops": ops,
                 "ops_per_call": round(ops / calls, 2) if calls else 0.0,
                 "pending": sum(c.pending for c in cs),
+                "pending_peak": sum(c.stats.peak_pending for c in cs),
+                "inflight": sum(c.inflight for c in cs),
                 "failures": sum(c.stats.failures for c in cs),
             }
+            if reset_peaks:
+                for c in cs:
+                    c.stats.peak_pending = c.pending
         return out
 
     async def _submit(self, coalescer: Coalescer, op: Op) -> Reply:

@@ -334,13 +334,22 @@ class Shop:
         self.related.clear()
         self.prices.clear()
 
-    def cache_stats(self) -> dict[str, int]:
+    def caches(self) -> dict[str, TTLCache[Any]]:
+        """This replica's read caches by name (the ``cache`` label of the cache metrics)."""
         return {
-            "price_hits": self.prices.hits,
-            "price_misses": self.prices.misses,
-            "product_hits": self.products.hits,
-            "product_misses": self.products.misses,
+            "product": self.products,
+            "price": self.prices,
+            "page_stock": self.page_stock,
+            "recommendations": self.related,
         }
+
+    def cache_stats(self) -> dict[str, int]:
+        """``<cache>_hits`` and ``<cache>_misses`` so far, for each of :meth:`caches`."""
+        out: dict[str, int] = {}
+        for name, cache in self.caches().items():
+            out[f"{name}_hits"] = cache.hits
+            out[f"{name}_misses"] = cache.misses
+        return out
 
 
 def _check_sku_count(skus: Sequence[str]) -> None:

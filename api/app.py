@@ -16,6 +16,8 @@ from api.fastpath import FastPath
 from api.graphql import graphql_router
 from api.openapi import install_openapi
 from api.rate_limiting import KeyLookup, Limiter, RateLimit, RateLimitSettings
+from api.request_context import RequestContext
+from api.request_metrics import RequestMetrics, RequestSink
 from api.routes import api_keys, bff, carts, catalog, health, identity, merchant, search
 from api.routes import checkout as checkout_routes
 from api.routes.orders_ops import OrdersOps
@@ -55,13 +57,17 @@ def create_api(
     graphiql: bool = False,
     orders_ops: OrdersOps | None = None,
     checkout: CheckoutService | None = None,
+    request_metrics: RequestSink | None = None,
+    echo_request_id: bool = True,
 ) -> ASGIApp:
     """The HTTP app; ``fast_path`` puts the lean router for hot routes in front of FastAPI.
 
     ``on_change`` is told of every merchant change after this replica's caches dropped it
     (to tell the others). ``graphiql`` serves the GraphiQL IDE on GET /graphql. Without
     ``orders_ops``, ``checkout`` or ``edge.identity`` their routes answer 404
-    ``feature_disabled``.
+    ``feature_disabled``. ``request_metrics`` is told of every request answered (route
+    template, method, status, problem code, seconds). ``echo_request_id=False`` leaves
+    the answer's ``X-Request-Id`` to Ray Serve, which sets it on every answer itself.
     """
     edge = edge or Edge()
     app = create_fastapi(shop, ready_check, graphiql=graphiql)
@@ -73,15 +79,20 @@ def create_api(
         app.state.plan_names = frozenset(edge.rate_limits.plans)
     hook = invalidating(shop, on_change) if on_change else invalidating(shop)
     app.state.merchant = MerchantCatalog(shop.catalog, shop.shards, shop.currency, hook)
-    # Outermost first: security headers on every answer; the card guard before anything
-    # reads or logs a body; the rate limit before any work is spent; the WAF before a
-    # route sees hostile input; the route table before any handler (fast path included).
+    # Outermost first: the request id (so every answer and log line, refusals included,
+    # carries it); the request metrics (so they time and count every answer); security
+    # headers on every answer; the card guard before anything reads or logs a body; the
+    # rate limit before any work is spent; the WAF before a route sees hostile input; the
+    # route table before any handler (fast path included).
     inner: ASGIApp = FastPath(app, shop) if fast_path else app
     inner = AccessControl(inner, edge.tokens)
     inner = Waf(inner, edge.waf)
     if edge.limiter is not None and edge.rate_limits is not None:
         inner = RateLimit(inner, edge.limiter, edge.rate_limits, edge.key_lookup)
-    return SecurityHeaders(CardDataGuard(inner))
+    outer: ASGIApp = SecurityHeaders(CardDataGuard(inner))
+    if request_metrics is not None:
+        outer = RequestMetrics(outer, request_metrics)
+    return RequestContext(outer, echo=echo_request_id)
 
 
 def create_fastapi(shop: Shop, ready_check: ReadyCheck, *, graphiql: bool = False) -> FastAPI:

@@ -1,75 +1,47 @@
-"""Commerce metrics through Ray's metrics API (``ray.util.metrics``).
+"""Feira's metrics through Ray's metrics API (``ray.util.metrics``), in a replica.
 
 Each Ray worker process exports what it records on its node's Prometheus endpoint (the
-node's metrics export port), with Ray's ``ray_`` prefix. See :mod:`actors.commerce_metrics`
-for what counts and the PromQL for conversion and orders per minute.
+node's metrics export port), with Ray's ``ray_`` prefix. The names, labels and buckets
+are in :data:`actors.commerce_metrics.METRICS` (all of them, with what an alert on each
+means, in ``docs/metrics.md``); the instruments are made by
+:func:`actors.shells.ray_metric`, once per process, on first use.
+
+In a BFF replica:
+
+* :class:`RayCommerceMetrics`: the business counters and the checkout histogram;
+* :class:`RayRequestMetrics`: per request, from ``api.request_metrics.RequestMetrics``;
+* :class:`ReplicaReporter`: every :data:`~actors.commerce_metrics.SAMPLE_INTERVAL_S`,
+  the shard client's queues and batching and the replica caches' hits and misses.
 """
 
 from __future__ import annotations
 
-import functools
 import logging
-from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from collections.abc import Callable, Mapping
+from typing import TYPE_CHECKING
+
+from actors.commerce_metrics import (
+    CHECKOUT_DURATION_BOUNDARIES,
+    Deltas,
+    MetricsRecorder,
+    report_caches,
+    report_shard_client,
+)
+from actors.shells import RayRecorder
+from api.request_metrics import status_class
 
 if TYPE_CHECKING:
     from actors.commerce_metrics import CommerceMetrics
+    from api.request_metrics import RequestSink
+
+__all__ = [
+    "CHECKOUT_DURATION_BOUNDARIES",
+    "RayCommerceMetrics",
+    "RayRequestMetrics",
+    "ReplicaReporter",
+]
 
 log = logging.getLogger("feira.metrics")
-
-# Cart created -> order placed, in seconds: from a quick repeat buyer to a cart left open
-# for an hour (longer ones land in +Inf).
-CHECKOUT_DURATION_BOUNDARIES: tuple[float, ...] = (
-    1, 2, 5, 10, 20, 30, 60, 120, 300, 600, 1200, 1800, 3600,
-)  # fmt: skip
-
-
-@dataclass(frozen=True, slots=True)
-class _Instruments:
-    carts_created: Any
-    orders_placed: Any
-    order_value: Any
-    payment_failures: Any
-    checkout_refusals: Any
-    checkout_duration: Any
-
-
-@functools.cache
-def _instruments() -> _Instruments:
-    """Created on first use, once per process (not at import: a driver that imports this
-    module registers nothing)."""
-    from ray.util.metrics import Counter, Histogram
-
-    return _Instruments(
-        carts_created=Counter(
-            "feira_carts_created", "Carts created (a cart is a shopping session)"
-        ),
-        orders_placed=Counter(
-            "feira_orders_placed",
-            "Checkouts that placed an order (authorized or payment pending)",
-            tag_keys=("currency",),
-        ),
-        order_value=Counter(
-            "feira_order_value_minor",
-            "Total of the orders placed, in minor units of the currency",
-            tag_keys=("currency",),
-        ),
-        payment_failures=Counter(
-            "feira_payment_failures",
-            "Checkouts whose payment was declined or failed, by error code",
-            tag_keys=("reason",),
-        ),
-        checkout_refusals=Counter(
-            "feira_checkout_refusals",
-            "Checkouts refused before any order (empty cart, price changed, out of stock...)",
-            tag_keys=("code",),
-        ),
-        checkout_duration=Histogram(
-            "feira_checkout_duration_seconds",
-            "Time from the cart's creation to its order being placed",
-            boundaries=list(CHECKOUT_DURATION_BOUNDARIES),
-        ),
-    )
 
 
 class RayCommerceMetrics:
@@ -79,37 +51,69 @@ class RayCommerceMetrics:
     process. Recording never raises: a metrics failure is logged, the request goes on.
     """
 
+    def __init__(self, recorder: MetricsRecorder | None = None) -> None:
+        self._rec = recorder if recorder is not None else RayRecorder()
+
     def cart_created(self) -> None:
-        try:
-            _instruments().carts_created.inc()
-        except Exception:
-            log.exception("metrics: cart_created not recorded")
+        self._rec.inc("feira_carts_created", 1)
 
     def order_placed(
         self, seconds_since_cart_created: float, total_minor: int, currency: str
     ) -> None:
-        try:
-            m = _instruments()
-            tags = {"currency": currency}
-            m.orders_placed.inc(1, tags=tags)
-            if total_minor > 0:
-                m.order_value.inc(total_minor, tags=tags)
-            m.checkout_duration.observe(max(0.0, seconds_since_cart_created))
-        except Exception:
-            log.exception("metrics: order_placed not recorded")
+        tags = {"currency": currency}
+        self._rec.inc("feira_orders_placed", 1, tags)
+        if total_minor > 0:
+            self._rec.inc("feira_order_value_minor", total_minor, tags)
+        self._rec.observe("feira_checkout_duration_seconds", max(0.0, seconds_since_cart_created))
 
     def payment_failed(self, reason: str) -> None:
-        try:
-            _instruments().payment_failures.inc(1, tags={"reason": reason})
-        except Exception:
-            log.exception("metrics: payment_failed not recorded")
+        self._rec.inc("feira_payment_failures", 1, {"reason": reason})
 
     def checkout_refused(self, code: str) -> None:
-        try:
-            _instruments().checkout_refusals.inc(1, tags={"code": code})
-        except Exception:
-            log.exception("metrics: checkout_refused not recorded")
+        self._rec.inc("feira_checkout_refusals", 1, {"code": code})
+
+
+class RayRequestMetrics:
+    """:class:`api.request_metrics.RequestSink` on Ray's metrics: the latency histogram,
+    requests by status and errors by problem code."""
+
+    def __init__(self, recorder: MetricsRecorder | None = None) -> None:
+        self._rec = recorder if recorder is not None else RayRecorder()
+
+    def request_done(
+        self, route: str, method: str, status: int, code: str | None, seconds: float
+    ) -> None:
+        self._rec.observe(
+            "feira_http_request_duration_seconds",
+            seconds,
+            {"route": route, "method": method, "status_class": status_class(status)},
+        )
+        self._rec.inc(
+            "feira_http_requests", 1, {"route": route, "method": method, "status": str(status)}
+        )
+        if code is not None:
+            self._rec.inc("feira_http_errors", 1, {"code": code})
+
+
+class ReplicaReporter:
+    """Samples a replica's runtime stats into metrics; ``report`` runs periodically."""
+
+    def __init__(
+        self,
+        shard_stats: Callable[[], Mapping[str, Mapping[str, float]]],
+        cache_stats: Callable[[], Mapping[str, int]],
+        recorder: MetricsRecorder | None = None,
+    ) -> None:
+        self._shard_stats = shard_stats
+        self._cache_stats = cache_stats
+        self._rec = recorder if recorder is not None else RayRecorder()
+        self._deltas = Deltas()
+
+    async def report(self) -> None:
+        report_shard_client(self._rec, self._deltas, self._shard_stats())
+        report_caches(self._rec, self._deltas, self._cache_stats())
 
 
 if TYPE_CHECKING:
-    _conforms: CommerceMetrics = RayCommerceMetrics()
+    _commerce: CommerceMetrics = RayCommerceMetrics()
+    _requests: RequestSink = RayRequestMetrics()
