@@ -10,9 +10,10 @@ the search index (:class:`actors.shells.SearchIndexer`).
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 from typing import Any
 
+import ray
 from ray.exceptions import ActorUnavailableError, RayActorError, RayError
 
 from actors.change_log import Batch
@@ -37,6 +38,7 @@ from actors.shells import (
     OrderProcessorShell,
     SearchIndexer,
 )
+from feira.logs import batch_request_ids
 from feira.settings import Settings
 from storage.errors import StoreUnavailable
 
@@ -49,7 +51,7 @@ def shard_counts(settings: Settings) -> dict[ShardKind, int]:
     }
 
 
-def _named(shell: Any, name: str, settings: Settings) -> Any:
+def _named(shell: Any, name: str, settings: Settings, **placement: Any) -> Any:
     """A named, detached, restartable actor class: get-or-create is safe when processes
     race, since a loser of the creation race gets the winner's actor (``get_if_exists``).
     ``max_concurrency`` bounds calls in flight: shard batches and long polls wait there."""
@@ -62,15 +64,42 @@ def _named(shell: Any, name: str, settings: Settings) -> Any:
         max_task_retries=0,
         num_cpus=0,
         max_concurrency=1000,
+        **placement,
     )
 
 
+# A node that advertises this custom resource (``ray start --resources='{"feira_shard":
+# 1000}'``: how many shards it may hold) is a shard node. When any node of the cluster
+# advertises it, shards are placed on shard nodes only (the head, which holds the GCS and
+# the Serve controller, then holds none); when none does (one machine, `feira up`), shards
+# go anywhere.
+SHARD_RESOURCE = "feira_shard"
+
+
+def shard_placement(cluster_resources: Mapping[str, float]) -> dict[str, Any]:
+    """Actor options that place shards: spread over the nodes, one unit of
+    :data:`SHARD_RESOURCE` each when the cluster has shard nodes.
+
+    ``SPREAD`` puts the shards of a kind on different nodes, so losing one node takes
+    only its share of each kind. A shard whose node dies is restarted by the GCS
+    (``max_restarts=-1``; detached actors have no owner to lose) under the same options,
+    so on another live node; it reloads its state from the stores on first use.
+    """
+    options: dict[str, Any] = {"scheduling_strategy": "SPREAD"}
+    if cluster_resources.get(SHARD_RESOURCE, 0) > 0:
+        options["resources"] = {SHARD_RESOURCE: 1}
+    return options
+
+
 def ensure_shards(settings: Settings) -> dict[ShardKind, list[Any]]:
-    """Get or create every shard actor. Needs a connected Ray driver or worker."""
+    """Get or create every shard actor. Needs a connected Ray driver or worker.
+
+    Placement options apply when an actor is created; an existing one keeps its own."""
     wire = settings.to_wire()
+    placement = shard_placement(ray.cluster_resources())  # type: ignore[no-untyped-call]
     return {
         kind: [
-            _named(SHELLS[kind.value], actor_name(kind, i), settings).remote(wire, i)
+            _named(SHELLS[kind.value], actor_name(kind, i), settings, **placement).remote(wire, i)
             for i in range(count)
         ]
         for kind, count in shard_counts(settings).items()
@@ -78,8 +107,25 @@ def ensure_shards(settings: Settings) -> dict[ShardKind, list[Any]]:
 
 
 def _sender(handle: Any) -> Send:
+    # The batch's request ids (bound by the coalescer) go along, for the shard's logs. A
+    # detached shard started by an older version takes no ``request_ids``: the call is
+    # refused before it runs, so it is sent again without, and no ids go to it any more.
+    accepts_ids = True
+
     async def send(ops: list[Op]) -> list[Reply]:
-        replies: list[Reply] = await handle.apply.remote(ops)
+        nonlocal accepts_ids
+        ids = batch_request_ids() if accepts_ids else ()
+        replies: list[Reply]
+        if not ids:
+            replies = await handle.apply.remote(ops)
+            return replies
+        try:
+            replies = await handle.apply.remote(ops, request_ids=ids)
+        except TypeError as error:  # Ray's RayTaskError(TypeError) is a TypeError too
+            if "request_ids" not in str(error):
+                raise
+            accepts_ids = False
+            replies = await handle.apply.remote(ops)
         return replies
 
     return send
@@ -135,9 +181,7 @@ class SingletonClient:
 
     async def ready(self, timeout_s: float = 2.0) -> dict[str, Any]:
         try:
-            report: dict[str, Any] = await asyncio.wait_for(
-                self._handle.ready.remote(), timeout_s
-            )
+            report: dict[str, Any] = await asyncio.wait_for(self._handle.ready.remote(), timeout_s)
         except (TimeoutError, RayError) as error:
             raise DomainError(
                 ErrorCode.SHARD_UNAVAILABLE, f"the {self._what} did not answer: {error}"

@@ -341,6 +341,11 @@ class Follower:
                 name="cache-invalidation",
             )
 
+    @property
+    def stopped(self) -> bool:
+        """True when the follow loop started and has ended (it should run for good)."""
+        return self._task is not None and self._task.done()
+
     async def stop(self) -> None:
         task, self._task = self._task, None
         if task is not None:

@@ -2,18 +2,35 @@
 
 Each shell is named, detached and restartable: Ray restarts it after a crash and it
 reloads what it needs from its store on first use.
+
+Observability lives here too, not in the services: every shell logs JSON lines
+(:func:`feira.logs.install_json_logs`, with the actor's name, id and node); a shard's
+``apply`` takes the request ids of its batch (``request_ids``, sent by the shard client)
+and binds them while the batch runs, so whatever the service logs carries them; and the
+shells sample their services' stats into Ray's metrics (:class:`RayRecorder`, the names
+in :data:`actors.commerce_metrics.METRICS`).
 """
 
 from __future__ import annotations
 
 import asyncio
+import functools
+import logging
 import time
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Any
 
 import ray
 
 from actors.cart_service import CartService
 from actors.change_log import DEFAULT_CAPACITY, DEFAULT_MAX_EVENTS, Batch, ChangeLog
+from actors.commerce_metrics import (
+    METRIC_SPECS,
+    SAMPLE_INTERVAL_S,
+    Deltas,
+    report_cart_shard,
+    report_outbox,
+)
 from actors.domain.cart import CartLimits
 from actors.index_sync import FilePosition, IndexSync
 from actors.invalidation import CacheEvent
@@ -22,14 +39,99 @@ from actors.order_processor import OrderProcessor, SandboxAuthorizations
 from actors.periodic import Periodic
 from actors.pricing_service import PricingService
 from actors.protocol import Op, Reply
+from feira.logs import install_json_logs, request_scope
 from feira.settings import Settings
 from feira.stores import open_configured_search, open_configured_stores, search_position_path
+
+log = logging.getLogger("feira.shards")
+
+
+# --- metrics and logs --------------------------------------------------------------------
+
+
+@functools.cache
+def ray_metric(name: str) -> Any:
+    """The Ray instrument for a metric of :data:`actors.commerce_metrics.METRICS`, made
+    once per process on first use (a process that records nothing registers nothing)."""
+    from ray.util.metrics import Counter, Gauge, Histogram
+
+    spec = METRIC_SPECS[name]
+    if spec.kind == "counter":
+        return Counter(spec.name, spec.description, tag_keys=spec.labels)
+    if spec.kind == "gauge":
+        return Gauge(spec.name, spec.description, tag_keys=spec.labels)
+    return Histogram(
+        spec.name, spec.description, boundaries=list(spec.boundaries), tag_keys=spec.labels
+    )
+
+
+class RayRecorder:
+    """:class:`actors.commerce_metrics.MetricsRecorder` on ``ray.util.metrics``: exported on
+    the node's Prometheus endpoint as ``ray_<name>``. Never raises: a failure is logged
+    once per metric and the caller goes on."""
+
+    def __init__(self) -> None:
+        self._failed: set[str] = set()
+
+    def set(self, name: str, value: float, labels: Mapping[str, str] | None = None) -> None:
+        try:
+            ray_metric(name).set(value, tags=labels)
+        except Exception:  # noqa: BLE001 - metrics never fail the caller
+            self._failure(name)
+
+    def inc(self, name: str, value: float, labels: Mapping[str, str] | None = None) -> None:
+        try:
+            ray_metric(name).inc(value, tags=labels)
+        except Exception:  # noqa: BLE001 - metrics never fail the caller
+            self._failure(name)
+
+    def observe(self, name: str, value: float, labels: Mapping[str, str] | None = None) -> None:
+        try:
+            ray_metric(name).observe(value, tags=labels)
+        except Exception:  # noqa: BLE001 - metrics never fail the caller
+            self._failure(name)
+
+    def _failure(self, name: str) -> None:
+        if name not in self._failed:
+            self._failed.add(name)
+            log.exception("metrics: %s not recorded (logged once)", name)
+
+
+def actor_identity(component: str) -> dict[str, str]:
+    """Who is logging, for every JSON line of this actor."""
+    identity = {"component": component}
+    try:
+        ctx = ray.get_runtime_context()
+        name = ctx.get_actor_name()
+        if name:
+            identity["actor"] = name
+        actor_id = ctx.get_actor_id()
+        if actor_id:
+            identity["actor_id"] = actor_id
+        identity["node_id"] = ctx.get_node_id()
+    except Exception:  # noqa: BLE001 - identity is best effort, outside an actor too
+        pass
+    return identity
+
+
+async def _apply_batch(
+    kind: str,
+    apply: Callable[[list[Op]], Awaitable[list[Reply]]],
+    ops: list[Op],
+    request_ids: Sequence[str],
+) -> list[Reply]:
+    with request_scope(request_ids):
+        if log.isEnabledFor(logging.DEBUG):
+            names = ",".join(sorted({name for name, _ in ops}))
+            log.debug("%s batch: %d ops (%s)", kind, len(ops), names)
+        return await apply(ops)
 
 
 @ray.remote
 class CartShard:
     def __init__(self, settings: dict[str, Any], index: int) -> None:
         s = Settings.from_wire(settings)
+        install_json_logs(actor_identity("cart-shard"))
         self.index = index
         self.stores = open_configured_stores(s)
         self.service = CartService(
@@ -40,23 +142,41 @@ class CartShard:
             lag_s=s.cart_checkpoint_lag_ms / 1000,
         )
         self.sweeper = Periodic("expire-idle-carts", s.cart_sweep_interval_s, self._expire)
+        self.recorder = RayRecorder()
+        self.deltas = Deltas()
+        self.reporter = Periodic("report-metrics", SAMPLE_INTERVAL_S, self._report)
 
     async def _expire(self) -> None:
         self.service.expire_idle()
 
-    async def apply(self, ops: list[Op]) -> list[Reply]:
+    async def _report(self) -> None:
+        report_cart_shard(self.recorder, self.deltas, self.index, self.service.stats())
+
+    def _start(self) -> None:
+        # Before any batch binds its request ids: these loops serve no one request.
         self.sweeper.ensure_started()
-        return await self.service.apply(ops)
+        self.reporter.ensure_started()
+
+    async def apply(self, ops: list[Op], request_ids: Sequence[str] = ()) -> list[Reply]:
+        self._start()
+        return await _apply_batch("cart", self.service.apply, ops, request_ids)
 
     async def ready(self) -> dict[str, Any]:
-        self.sweeper.ensure_started()
+        self._start()
         return {"kind": "cart", "index": self.index, **self.service.stats()}
+
+    async def flush(self) -> dict[str, Any]:
+        """Write every pending cart checkpoint now: before a planned stop of this node
+        (``__ray_shutdown__`` is skipped by force-kills, so draining calls this)."""
+        self._start()
+        return {"flushed": await self.service.flush(), **self.service.stats()}
 
 
 @ray.remote
 class InventoryShard:
     def __init__(self, settings: dict[str, Any], index: int) -> None:
         s = Settings.from_wire(settings)
+        install_json_logs(actor_identity("inventory-shard"))
         self.index = index
         self.stores = open_configured_stores(s)
         self.service = InventoryService(
@@ -71,9 +191,9 @@ class InventoryShard:
             "expire-reservations", s.reservation_sweep_interval_ms / 1000, self.service.expire_due
         )
 
-    async def apply(self, ops: list[Op]) -> list[Reply]:
+    async def apply(self, ops: list[Op], request_ids: Sequence[str] = ()) -> list[Reply]:
         self.sweeper.ensure_started()
-        return await self.service.apply(ops)
+        return await _apply_batch("inventory", self.service.apply, ops, request_ids)
 
     async def ready(self) -> dict[str, Any]:
         self.sweeper.ensure_started()
@@ -84,12 +204,13 @@ class InventoryShard:
 class PricingShard:
     def __init__(self, settings: dict[str, Any], index: int) -> None:
         s = Settings.from_wire(settings)
+        install_json_logs(actor_identity("pricing-shard"))
         self.index = index
         self.stores = open_configured_stores(s)
         self.service = PricingService(self.stores.prices, s.currency, s.op_log_size)
 
-    async def apply(self, ops: list[Op]) -> list[Reply]:
-        return await self.service.apply(ops)
+    async def apply(self, ops: list[Op], request_ids: Sequence[str] = ()) -> list[Reply]:
+        return await _apply_batch("pricing", self.service.apply, ops, request_ids)
 
     async def ready(self) -> dict[str, Any]:
         return {"kind": "pricing", "index": self.index, "skus": self.service.book.size()}
@@ -107,6 +228,7 @@ class ChangeHub:
     """
 
     def __init__(self, capacity: int = DEFAULT_CAPACITY) -> None:
+        install_json_logs(actor_identity("change-hub"))
         self.log: ChangeLog[CacheEvent] = ChangeLog(capacity)
 
     async def publish(self, event: CacheEvent) -> int:
@@ -147,9 +269,8 @@ class SearchIndexer:
     """
 
     def __init__(self, settings: dict[str, Any]) -> None:
-        from ray.util.metrics import Gauge
-
         s = Settings.from_wire(settings)
+        install_json_logs(actor_identity("search-indexer"))
         self.stores = open_configured_stores(s)
         self.index = open_configured_search(s)
         self.sync = IndexSync(
@@ -160,13 +281,7 @@ class SearchIndexer:
             batch=s.search_sync_batch,
         )
         self.loop = Periodic("search-index-sync", s.search_sync_interval_ms / 1000, self._tick)
-        self.lag = Gauge(
-            "feira_search_index_lag_seconds",
-            "How long the oldest catalog change not yet searchable has waited",
-        )
-        self.pending = Gauge(
-            "feira_search_index_pending_changes", "Catalog changes not yet in the search index"
-        )
+        self.recorder = RayRecorder()
         self.rebuilding = False
         # The loop's catch-up and a rebuild must not interleave on the one IndexSync.
         self.busy = asyncio.Lock()
@@ -178,8 +293,8 @@ class SearchIndexer:
 
     def _report(self) -> None:
         stats = self.sync.stats()
-        self.lag.set(stats.lag_s)
-        self.pending.set(stats.pending)
+        self.recorder.set("feira_search_index_lag_seconds", stats.lag_s)
+        self.recorder.set("feira_search_index_pending_changes", stats.pending)
 
     async def rebuild(self) -> int:
         """Drop the index and index the whole catalog again; returns products indexed."""
@@ -221,6 +336,7 @@ class OrderProcessorShell:
         from feira.payments import open_sandbox
 
         s = Settings.from_wire(settings)
+        install_json_logs(actor_identity("order-processor"))
         self.stores = open_configured_stores(s)
         provider, ledger = open_sandbox(s)
         self.processor = OrderProcessor(
@@ -235,6 +351,9 @@ class OrderProcessorShell:
         self.loop = Periodic("order-processor", s.order_processor_interval_ms / 1000, self._tick)
         # Idempotency keys outlive their 24 h on purpose; a sweep now and then drops them.
         self.purge = Periodic("purge-idempotency-keys", PURGE_INTERVAL_S, self._purge)
+        self.recorder = RayRecorder()
+        self.deltas = Deltas()
+        self.reporter = Periodic("report-metrics", SAMPLE_INTERVAL_S, self._report)
         self.handled = 0
         self.expired = 0
         self.purged = 0
@@ -247,14 +366,19 @@ class OrderProcessorShell:
     async def _purge(self) -> None:
         self.purged += await self.stores.orders.purge_idempotency(time.time())
 
+    async def _report(self) -> None:
+        report_outbox(self.recorder, self.deltas, self.processor.stats())
+
     async def ready(self) -> dict[str, Any]:
         self.loop.ensure_started()
         self.purge.ensure_started()
+        self.reporter.ensure_started()
         return {
             "kind": "order-processor",
             "handled": self.handled,
             "expired": self.expired,
             "idempotency_keys_purged": self.purged,
+            **self.processor.stats(),
         }
 
 

@@ -14,6 +14,7 @@ from actors.client import (
     ShardClient,
     connect_order_processor,
 )
+from actors.commerce_metrics import SAMPLE_INTERVAL_S
 from actors.domain.errors import DomainError
 from actors.invalidation import ChangeBus, Follower, publishing
 from actors.logistics import Logistics, StoreShipmentIndex
@@ -24,7 +25,8 @@ from api.app import create_api
 from api.card_guard import install_log_redaction
 from api.routes.orders_ops import OrdersOps
 from deployments.edge import build_edge
-from deployments.metrics import RayCommerceMetrics
+from deployments.metrics import RayCommerceMetrics, RayRequestMetrics, ReplicaReporter
+from feira.logs import install_json_logs
 from feira.payments import open_sandbox
 from feira.settings import Settings
 from feira.signing_secrets import payment_webhook_secret
@@ -38,6 +40,19 @@ from storage.redis.client import RedisClient
 INDEXER_PING_EVERY = 20
 
 
+def replica_identity() -> dict[str, str]:
+    """Who is logging, for every JSON line of this replica."""
+    identity = {"component": "bff"}
+    try:
+        ctx = serve.get_replica_context()
+        identity["app"] = ctx.app_name
+        identity["deployment"] = ctx.deployment
+        identity["replica"] = ctx.replica_tag
+    except Exception:  # noqa: BLE001 - outside a replica (tests): the component is enough
+        pass
+    return identity
+
+
 def open_change_bus(s: Settings) -> ChangeBus:
     if s.redis_url:
         # A client of its own: the subscription holds one connection for good.
@@ -48,6 +63,8 @@ def open_change_bus(s: Settings) -> ChangeBus:
 @serve.ingress()
 class BffIngress:
     def __init__(self, settings: dict[str, Any]) -> None:
+        # JSON lines first, so the card-number redaction also goes on their handler.
+        install_json_logs(replica_identity())
         install_log_redaction()
         s = Settings.from_wire(settings)
         self.settings = s
@@ -107,6 +124,11 @@ class BffIngress:
             "search-refresh", s.search_sync_interval_ms / 1000, self._refresh_search
         )
         self._ticks = 0
+        self.request_metrics = RayRequestMetrics()
+        self.reporter = ReplicaReporter(
+            lambda: self.client.stats(reset_peaks=True), self.shop.cache_stats
+        )
+        self.report_metrics = Periodic("report-metrics", SAMPLE_INTERVAL_S, self.reporter.report)
 
     async def _refresh_search(self) -> None:
         self._ticks += 1
@@ -125,6 +147,7 @@ class BffIngress:
         await self.stores.migrate()
         self.follower.start()
         self.search_refresh.ensure_started()
+        self.report_metrics.ensure_started()
         return create_api(
             self.shop,
             self.ready,
@@ -133,7 +156,17 @@ class BffIngress:
             graphiql=self.settings.environment == "development",
             orders_ops=self.orders_ops,
             checkout=self.checkout,
+            request_metrics=self.request_metrics,
+            # Serve's RequestIdMiddleware around this app echoes X-Request-ID already.
+            echo_request_id=False,
         )
+
+    async def check_health(self) -> None:
+        """Serve's replica health check (every few seconds). Replica-local on purpose:
+        checking shards or stores here would make Serve replace every replica at once
+        when one node or store is lost; /readyz reports those."""
+        if self.follower.stopped:
+            raise RuntimeError("the cache-invalidation follower stopped")
 
     async def ready(self) -> dict[str, Any]:
         shards = await self.client.ready()

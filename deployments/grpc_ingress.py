@@ -633,12 +633,11 @@ def grpc_options(port: int) -> gRPCOptions:
 
 
 def bind_grpc(settings: Settings) -> Application:
+    # The same drain and health-check options as the BFF (deployments/builder.py).
+    from deployments.builder import REPLICA_OPTIONS
+
     deployment: Deployment = serve.deployment(
-        name="grpc",
-        num_replicas=1,
-        ray_actor_options={"num_cpus": 0},
-        logging_config={"enable_access_log": False, "log_level": "WARNING"},
-        health_check_period_s=5,
+        name="grpc", num_replicas=1, **REPLICA_OPTIONS
     )(GrpcIngress)
     app: Application = deployment.bind(settings.to_wire())
     return app

@@ -7,6 +7,7 @@ import asyncio
 import signal
 import sys
 import time
+from pathlib import Path
 from typing import Any
 
 import orjson
@@ -251,22 +252,84 @@ def cmd_status(args: argparse.Namespace) -> int:
         return 1
     apps = cluster.serve_status()
     shards = cluster.shard_reports(settings)
-    report = {"address": address, "applications": apps, "shards": shards}
+    nodes = cluster.by_node(shards, cluster.nodes())
+    report = {"address": address, "applications": apps, "nodes": nodes, "shards": shards}
     if args.json:
         print(orjson.dumps(report, option=orjson.OPT_INDENT_2).decode())
     else:
-        print(f"Ray cluster {address}")
-        for name, app in apps.items():
-            print(f"application {name}: {app['status']}")
-            for dn, d in app["deployments"].items():
-                print(f"  deployment {dn}: {d['status']} replicas {d['replicas']}")
-        for s in shards:
-            extra = {k: v for k, v in s.items() if k not in {"name", "state", "kind", "index"}}
-            print(f"  shard {s['name']:<22} {s['state']:<12} {extra}")
+        print(_status_text(report))
     healthy = all(s["state"] == "ready" for s in shards) and all(
         a["status"] == "RUNNING" for a in apps.values()
     )
     return 0 if healthy and apps else 1
+
+
+# Report fields shown in their own columns, or not at all.
+_SHOWN = {"name", "state", "kind", "index", "node_id", "node_ip", "actor_state", "restarts"}
+_SHOWN |= {"backlog", "lag_s"}
+
+
+def _status_text(report: dict[str, Any]) -> str:
+    """Deployments, then every node with the shards and singletons on it: state, restarts,
+    backlog (carts not yet checkpointed, catalog changes not yet indexed) and lag."""
+    lines = [f"Ray cluster {report['address']}"]
+    for name, app in report["applications"].items():
+        lines.append(f"application {name}: {app['status']}")
+        for dn, d in app["deployments"].items():
+            lines.append(f"  deployment {dn}: {d['status']} replicas {d['replicas']}")
+    shards = {s["name"]: s for s in report["shards"]}
+    for node in report["nodes"]:
+        if node["node_id"] is None:
+            lines.append("on no node (being placed or restarted)")
+        else:
+            role = "head" if node.get("head") else "worker"
+            state = "alive" if node.get("alive") else "DEAD"
+            lines.append(
+                f"node {node.get('node_ip')} ({node['node_id'][:12]}) {role} {state}, "
+                f"{node.get('cpus', 0):g} CPUs, shard capacity {node.get('shard_capacity', 0):g}"
+            )
+        for name in node["actors"]:
+            s = shards[name]
+            backlog = s.get("backlog", "-")
+            lag = f"{s['lag_s']:.3f}s" if "lag_s" in s else "-"
+            extra = {k: v for k, v in s.items() if k not in _SHOWN}
+            lines.append(
+                f"  {name:<24} {s['state']:<11} restarts {s.get('restarts', 0):<3} "
+                f"backlog {backlog!s:<5} lag {lag:<8} {extra}"
+            )
+    return "\n".join(lines)
+
+
+def cmd_cluster_config(args: argparse.Namespace) -> int:
+    """Render cluster.yaml for `ray up` and write the secrets directory it mounts."""
+    import os
+
+    import yaml  # type: ignore[import-untyped]
+
+    from feira import cluster
+    from feira.signing_secrets import jwt_keys_path, signing_keys
+
+    settings = _settings()
+    signing_keys(settings)  # made now if there are none yet
+    env = dict(os.environ)
+    try:
+        config = cluster.render_cluster_config(env, args.secrets_dir, args.template)
+        advice = cluster.write_secrets(env, jwt_keys_path(settings).read_bytes(), args.secrets_dir)
+    except ValueError as error:
+        raise SystemExit(str(error)) from error
+    text = yaml.safe_dump(config, sort_keys=False)
+    if args.out:
+        args.out.write_text(text)
+    else:
+        print(text, end="")
+    for line in advice:
+        print(f"warning: {line}", file=sys.stderr)
+    print(
+        f"secrets in {args.secrets_dir} (feira.env, jwt-keys.pem, ray-auth-token): every "
+        "node gets a copy. Next: ray up <this config>",
+        file=sys.stderr,
+    )
+    return 0
 
 
 def cmd_token(args: argparse.Namespace) -> int:
@@ -365,6 +428,22 @@ def cmd_api_key(args: argparse.Namespace) -> int:
     return asyncio.run(run())
 
 
+def _cluster_template() -> Path:
+    return Path(__file__).resolve().parents[1] / "cluster.yaml"
+
+
+def _loadtest_cli() -> Any:
+    # loadtest/ lives beside the installed packages, in the repository, not in the wheel.
+    from pathlib import Path
+
+    root = str(Path(__file__).resolve().parents[1])
+    if root not in sys.path:
+        sys.path.insert(0, root)
+    import loadtest.cli
+
+    return loadtest.cli
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="feira", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -378,6 +457,16 @@ def build_parser() -> argparse.ArgumentParser:
     status = sub.add_parser("status", help="health of deployments and shards")
     status.add_argument("--json", action="store_true")
     status.set_defaults(func=cmd_status)
+    cluster_config = sub.add_parser(
+        "cluster-config",
+        help="render cluster.yaml for `ray up` from FEIRA_* variables; write its secrets dir",
+    )
+    cluster_config.add_argument(
+        "--secrets-dir", type=Path, required=True, help="written 0700; mounted on every node"
+    )
+    cluster_config.add_argument("--out", type=Path, help="write here instead of stdout")
+    cluster_config.add_argument("--template", type=Path, default=_cluster_template())
+    cluster_config.set_defaults(func=cmd_cluster_config)
     migrate = sub.add_parser("migrate", help="apply pending PostgreSQL migrations")
     migrate.set_defaults(func=cmd_migrate)
     seed = sub.add_parser("seed", help="load generated products into the embedded stores")
@@ -422,6 +511,7 @@ def build_parser() -> argparse.ArgumentParser:
     api_key.add_argument("--scope", action="append", help="a scope (repeat); default: the role's")
     api_key.add_argument("--key-id", help="with revoke: the key to revoke")
     api_key.set_defaults(func=cmd_api_key)
+    _loadtest_cli().add_loadtest_parser(sub)
     return parser
 
 

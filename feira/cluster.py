@@ -6,19 +6,23 @@ import asyncio
 import contextlib
 import logging
 import os
+import re
+import secrets
 import signal
 import subprocess
 import sys
 import time
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 import httpx
 import orjson
 import ray
+import yaml  # type: ignore[import-untyped]
 from ray import serve
 
-from actors.client import shard_counts
+from actors.client import SHARD_RESOURCE, shard_counts
 from actors.kinds import actor_name
 from actors.shells import CHANGE_HUB_NAME, ORDER_PROCESSOR_NAME, SEARCH_INDEXER_NAME
 from deployments.builder import APP_NAME, bind
@@ -176,7 +180,9 @@ def deploy(settings: Settings) -> None:
     if settings.grpc_port:
         # HAProxy routes only apps with a route prefix, gRPC included: hence a placeholder.
         serve.run(
-            bind_grpc(settings), name=GRPC_APP_NAME, route_prefix=GRPC_ROUTE_PREFIX,
+            bind_grpc(settings),
+            name=GRPC_APP_NAME,
+            route_prefix=GRPC_ROUTE_PREFIX,
             blocking=False,
         )
 
@@ -223,20 +229,132 @@ def delete_app() -> None:
     serve.delete(APP_NAME)
 
 
-def shard_reports(settings: Settings, timeout_s: float = 5.0) -> list[dict[str, Any]]:
-    async def one(name: str) -> dict[str, Any]:
+def _handles(settings: Settings, names: list[str]) -> dict[str, Any]:
+    handles: dict[str, Any] = {}
+    for name in names:
         try:
-            handle = ray.get_actor(name, namespace=settings.namespace)
+            handles[name] = ray.get_actor(name, namespace=settings.namespace)
+        except ValueError:
+            continue  # not created (yet), or killed for good
+    return handles
+
+
+def actor_locations(handles: Mapping[str, Any]) -> dict[str, dict[str, Any]]:
+    """Where each actor runs now, from the GCS actor table: node id and IP, the actor's
+    state (ALIVE, RESTARTING, ...) and how often it was restarted.
+
+    ``ray._private.state`` is Ray's developer API over the GCS tables; unlike
+    ``ray.util.state`` it needs no dashboard. An actor being restarted may still name
+    the node it died on, or none.
+    """
+    from ray._private import state
+
+    out: dict[str, dict[str, Any]] = {}
+    for name, handle in handles.items():
+        info: dict[str, Any] = state.actors(actor_id=handle._actor_id.hex()) or {}
+        address = info.get("Address") or {}
+        node_id = address.get("NodeID") or ""
+        out[name] = {
+            "node_id": node_id if node_id.strip("f0") else None,
+            "node_ip": address.get("IPAddress") or None,
+            "actor_state": info.get("State", "UNKNOWN"),
+            "restarts": int(info.get("NumRestarts", 0)),
+        }
+    return out
+
+
+def nodes() -> list[dict[str, Any]]:
+    """The cluster's nodes, alive or dead: id, IP, whether it is the head, its CPUs and
+    how many shards it may hold (the ``feira_shard`` resource, 0 if it holds none)."""
+    out = []
+    for n in ray.nodes():  # type: ignore[no-untyped-call]
+        resources = n.get("Resources") or {}
+        out.append(
+            {
+                "node_id": n["NodeID"],
+                "node_ip": n.get("NodeManagerAddress"),
+                "alive": bool(n.get("Alive")),
+                "head": "node:__internal_head__" in resources,
+                "cpus": resources.get("CPU", 0),
+                "shard_capacity": resources.get(SHARD_RESOURCE, 0),
+            }
+        )
+    return out
+
+
+# What a report may carry about work not yet durable or done, shown by `feira status` as
+# "backlog" and "lag_s". Cart shards count the carts changed in memory but not yet in Redis
+# ("dirty"; bounded by cart_checkpoint_lag_ms), the search indexer the catalog changes
+# not yet searchable ("pending", "lag_s"), the order processor the outbox events in hand
+# ("outbox_backlog", "outbox_oldest_age_s").
+BACKLOG_FIELDS = ("dirty", "pending", "outbox_backlog")
+LAG_FIELDS = ("checkpoint_lag_s", "lag_s", "outbox_oldest_age_s")
+
+
+def shard_reports(settings: Settings, timeout_s: float = 5.0) -> list[dict[str, Any]]:
+    """Every shard's and singleton's ``ready()`` report, with where it runs.
+
+    Each entry: ``name``, ``state`` (``ready`` or ``unavailable``), ``node_id``,
+    ``node_ip``, ``actor_state``, ``restarts``, then the actor's own report (``kind``,
+    ``index``, counts, ``dirty`` carts not yet checkpointed, ...) and, where the report
+    has them, ``backlog`` and ``lag_s``.
+    """
+    names = [*_shard_names(settings), *_singletons(settings)]
+    handles = _handles(settings, names)
+    locations = actor_locations(handles)
+
+    async def one(name: str) -> dict[str, Any]:
+        where = locations.get(name, {"node_id": None, "node_ip": None})
+        handle = handles.get(name)
+        if handle is None:
+            return {"name": name, "state": "unavailable", **where, "error": "no such actor"}
+        try:
             report: dict[str, Any] = await asyncio.wait_for(handle.ready.remote(), timeout_s)
-        except (ValueError, TimeoutError, ray.exceptions.RayError) as error:
-            return {"name": name, "state": "unavailable", "error": str(error)[:120]}
-        return {"name": name, "state": "ready", **report}
+        except (TimeoutError, ray.exceptions.RayError) as error:
+            return {"name": name, "state": "unavailable", **where, "error": str(error)[:120]}
+        return {"name": name, "state": "ready", **where, **report, **_backlog(report)}
 
     async def gather() -> list[dict[str, Any]]:
-        names = [*_shard_names(settings), *SINGLETONS]
         return list(await asyncio.gather(*(one(n) for n in names)))
 
     return asyncio.run(gather())
+
+
+def _singletons(settings: Settings) -> list[str]:
+    """The singleton actors this configuration runs: the change hub is the cache
+    invalidation bus of embedded mode only (with Redis, replicas use Redis pub/sub)."""
+    return [n for n in SINGLETONS if not (n == CHANGE_HUB_NAME and settings.redis_url)]
+
+
+def _backlog(report: Mapping[str, Any]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for field in BACKLOG_FIELDS:
+        if isinstance(report.get(field), int):
+            out["backlog"] = report[field]
+    for field in LAG_FIELDS:
+        if isinstance(report.get(field), int | float):
+            out["lag_s"] = report[field]
+    return out
+
+
+def by_node(
+    shards: list[dict[str, Any]], cluster_nodes: list[dict[str, Any]]
+) -> list[dict[str, Any]]:
+    """The live nodes (and any node an actor still names), each with the names of the
+    actors on it, head first; actors on no known node under ``node_id`` None."""
+    table: dict[str | None, dict[str, Any]] = {
+        n["node_id"]: {**n, "actors": []} for n in cluster_nodes if n["alive"]
+    }
+    for s in shards:
+        node_id = s.get("node_id")
+        if node_id not in table:
+            known = next((n for n in cluster_nodes if n["node_id"] == node_id), None)
+            table[node_id] = {**(known or {"node_id": node_id, "node_ip": None}), "actors": []}
+        table[node_id]["actors"].append(s["name"])
+    return sorted(
+        table.values(),
+        key=lambda n: (not n.get("head"), n["node_id"] is None, n.get("node_ip") or ""),
+    )
 
 
 def serve_status() -> dict[str, Any]:
@@ -271,3 +389,122 @@ def read_run_file(settings: Settings) -> dict[str, Any] | None:
         return None
     data: dict[str, Any] = orjson.loads(path.read_bytes())
     return data
+
+
+# --- the cluster launcher config (`feira cluster-config`) ------------------------------
+
+CLUSTER_TEMPLATE = Path(__file__).resolve().parents[1] / "cluster.yaml"
+SECRETS_ENV = "feira.env"
+SECRETS_KEYS = "jwt-keys.pem"
+SECRETS_RAY_TOKEN = "ray-auth-token"
+# Where cluster.yaml puts the secrets directory on every node.
+NODE_SECRETS = "$HOME/feira-secrets"
+# Settings a cluster cannot run without: embedded stores and a per-node webhook secret
+# would differ from node to node.
+REQUIRED_SETTINGS = ("FEIRA_POSTGRES_URL", "FEIRA_REDIS_URL", "FEIRA_PAYMENT_WEBHOOK_SECRET")
+# Embedded catalog and search live in one node's data dir: fine for one worker only.
+ADVISED_SETTINGS = ("FEIRA_MONGO_URL", "FEIRA_ELASTICSEARCH_URL")
+# Variables that describe the operator's machine or the launch, not a node's Feira.
+LOCAL_ONLY = frozenset(
+    {
+        "FEIRA_HEAD_IP",
+        "FEIRA_WORKER_IPS",
+        "FEIRA_SSH_USER",
+        "FEIRA_SECRETS_DIR",
+        "FEIRA_SOURCE_DIR",
+        "FEIRA_DATA_DIR",
+        "FEIRA_JWT_KEYS_FILE",
+        "FEIRA_RAY_ADDRESS",
+    }
+)
+_PLACEHOLDER = re.compile(r"\$\{(FEIRA_[A-Z0-9_]+)\}")
+
+
+def render_cluster_config(
+    env: Mapping[str, str], secrets_dir: Path, template: Path = CLUSTER_TEMPLATE
+) -> dict[str, Any]:
+    """cluster.yaml with its ``${FEIRA_*}`` placeholders filled from ``env``
+    (``FEIRA_WORKER_IPS`` is a comma-separated list; ``FEIRA_SSH_USER`` defaults to
+    ``feira``, ``FEIRA_SOURCE_DIR`` to this checkout). Raises ValueError naming what is
+    missing."""
+    values = {
+        "FEIRA_SSH_USER": "feira",
+        "FEIRA_SOURCE_DIR": str(template.resolve().parent),
+        **env,
+        "FEIRA_SECRETS_DIR": str(secrets_dir.resolve()),
+    }
+    config: dict[str, Any] = yaml.safe_load(template.read_text())
+    missing: set[str] = set()
+
+    def fill(value: Any) -> Any:
+        if isinstance(value, str):
+            for name in _PLACEHOLDER.findall(value):
+                if not values.get(name):
+                    missing.add(name)
+            return _PLACEHOLDER.sub(lambda m: values.get(m.group(1), ""), value)
+        if isinstance(value, list):
+            if value == ["${FEIRA_WORKER_IPS}"]:
+                ips = [ip.strip() for ip in values.get("FEIRA_WORKER_IPS", "").split(",")]
+                if not any(ips):
+                    missing.add("FEIRA_WORKER_IPS")
+                return [ip for ip in ips if ip]
+            return [fill(v) for v in value]
+        if isinstance(value, dict):
+            return {fill(k): fill(v) for k, v in value.items()}
+        return value
+
+    rendered: dict[str, Any] = fill(config)
+    if missing:
+        raise ValueError(f"set {', '.join(sorted(missing))} to render {template.name}")
+    return rendered
+
+
+def node_env(env: Mapping[str, str]) -> dict[str, str]:
+    """The environment every node's `ray start` reads: the operator's FEIRA_* settings
+    (store URLs, secrets, tuning), with paths to the node's copy of the secrets."""
+    missing = [name for name in REQUIRED_SETTINGS if not env.get(name)]
+    if missing:
+        raise ValueError(
+            f"a cluster needs {', '.join(missing)}: embedded stores and secrets live in "
+            "one node's data dir, and the nodes would not agree"
+        )
+    out = {k: v for k, v in sorted(env.items()) if k.startswith("FEIRA_") and k not in LOCAL_ONLY}
+    out["FEIRA_JWT_KEYS_FILE"] = f"{NODE_SECRETS}/{SECRETS_KEYS}"
+    out["RAY_AUTH_MODE"] = "token"
+    out["RAY_AUTH_TOKEN_PATH"] = f"{NODE_SECRETS}/{SECRETS_RAY_TOKEN}"
+    return out
+
+
+def _env_line(name: str, value: str) -> str:
+    if value.startswith(NODE_SECRETS):  # expanded on the node
+        return f'{name}="{value}"'
+    return f"{name}='" + value.replace("'", "'\\''") + "'"
+
+
+def write_secrets(env: Mapping[str, str], keys_pem: bytes, secrets_dir: Path) -> list[str]:
+    """Write the secrets directory cluster.yaml mounts on every node (0700, files 0600):
+    feira.env, jwt-keys.pem and Ray's auth token (kept when it exists, so a re-render
+    does not lock the running nodes out). Returns the advisories for what is missing."""
+    settings_env = node_env(env)
+    secrets_dir.mkdir(parents=True, exist_ok=True)
+    secrets_dir.chmod(0o700)
+
+    def write(name: str, data: bytes) -> None:
+        path = secrets_dir / name
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+        path.chmod(0o600)
+
+    lines = [_env_line(k, v) for k, v in settings_env.items()]
+    write(SECRETS_ENV, ("\n".join(lines) + "\n").encode())
+    write(SECRETS_KEYS, keys_pem)
+    token = secrets_dir / SECRETS_RAY_TOKEN
+    if not token.exists():
+        write(SECRETS_RAY_TOKEN, secrets.token_hex(32).encode())
+    return [
+        f"{name} is not set: the catalog or search index would live in each node's data "
+        "dir, which is only right with a single worker"
+        for name in ADVISED_SETTINGS
+        if not env.get(name)
+    ]

@@ -89,6 +89,36 @@ async def test_up_status_down(tmp_path: Path, shard_client: Any) -> None:
             "feira-search-indexer",
             "feira-order-processor",
         }
+        # Where each actor runs: one node here (the head), which holds all six.
+        assert len(report["nodes"]) == 1
+        node = report["nodes"][0]
+        assert node["node_ip"]
+        assert node["alive"] is True
+        assert node["head"] is True
+        assert sorted(node["actors"]) == sorted(s["name"] for s in report["shards"])
+        for s in report["shards"]:
+            assert s["node_id"] == node["node_id"]
+            assert s["node_ip"] == node["node_ip"]
+            assert s["actor_state"] == "ALIVE"
+            assert s["restarts"] == 0
+        # Backlog: carts not yet checkpointed, catalog changes not yet indexed.
+        by_name = {s["name"]: s for s in report["shards"]}
+        assert by_name["feira-cart-0"]["backlog"] == by_name["feira-cart-0"]["dirty"] >= 0
+        assert by_name["feira-search-indexer"]["backlog"] >= 0
+        assert by_name["feira-search-indexer"]["lag_s"] >= 0
+
+        text = await asyncio.to_thread(run, ["status"], env, 120)
+        assert text.returncode == 0, text.stdout + text.stderr
+        lines = text.stdout.splitlines()
+        node_line = next(
+            i for i, line in enumerate(lines) if line.startswith(f"node {node['node_ip']} ")
+        )
+        assert "head alive" in lines[node_line]
+        listed = [line.split()[0] for line in lines[node_line + 1 :]]
+        assert sorted(listed) == sorted(by_name)
+        cart_line = lines[node_line + 1 + listed.index("feira-cart-0")]
+        assert "ready" in cart_line
+        assert "backlog" in cart_line
     finally:
         down = await asyncio.to_thread(run, ["down"], env, 120)
         shutil.rmtree(haproxy_dir, ignore_errors=True)

@@ -412,3 +412,15 @@ async def test_publishing_hook_publishes_and_never_raises_for_an_unavailable_bus
     assert "not published" in caplog.text
     with pytest.raises(ValueError, match="stock"):
         await hook("stock", ["SKU-1"])  # a programming error is not swallowed
+
+
+async def test_follower_reports_a_stopped_loop_for_the_health_check() -> None:
+    from actors.invalidation import Follower
+
+    follower = Follower(None, None)  # type: ignore[arg-type]
+    assert not follower.stopped  # never started: nothing to report
+    # The loop retries every bus error for good; a finished task means it died.
+    follower._task = asyncio.get_running_loop().create_task(asyncio.sleep(0))
+    assert not follower.stopped
+    await asyncio.sleep(0.01)
+    assert follower.stopped
