@@ -218,13 +218,16 @@ def _down(settings: Settings) -> int:
 
     run = cluster.read_run_file(settings)
     session_dir = (run or {}).get("session_dir")
+    address = cluster.address(settings)
+    if settings.redis_url and cluster.reachable(address, settings):
+        # Carts reach Redis write-behind: write what is pending before anything stops.
+        print(f"flushed {cluster.flush_carts(settings)} pending cart checkpoints")
     if session_dir:
         # Our own local cluster: stopping its processes ends everything in it.
         stopped = cluster.stop_local_ray(session_dir)
         print(f"stopped the local Ray cluster ({stopped} processes)")
     else:
         # A shared cluster: remove only Feira, leave other Serve apps and actors alone.
-        address = cluster.address(settings)
         if not cluster.reachable(address, settings):
             print(f"no running cluster at {address}")
         else:

@@ -21,15 +21,18 @@ import orjson
 import ray
 import yaml  # type: ignore[import-untyped]
 from ray import serve
+from ray.exceptions import RayError
 
 from actors.client import SHARD_RESOURCE, shard_counts
-from actors.kinds import actor_name
+from actors.kinds import ShardKind, actor_name
 from actors.shells import CHANGE_HUB_NAME, ORDER_PROCESSOR_NAME, SEARCH_INDEXER_NAME
 from deployments.builder import APP_NAME, bind
 from deployments.grpc_ingress import GRPC_APP_NAME, GRPC_ROUTE_PREFIX, bind_grpc, grpc_options
 from feira.ingress import IngressChoice
 from feira.ray_auth import use_local_auth
 from feira.settings import Settings
+
+log = logging.getLogger("feira.cluster")
 
 RUN_FILE = "run.json"
 
@@ -212,6 +215,24 @@ def _shard_names(settings: Settings) -> list[str]:
     return [
         actor_name(kind, i) for kind, count in shard_counts(settings).items() for i in range(count)
     ]
+
+
+def flush_carts(settings: Settings, timeout_s: float = 15.0) -> int:
+    """Write every cart shard's pending checkpoints now (a planned stop must not lose the
+    last ``cart_checkpoint_lag_ms`` of acknowledged cart changes). Returns how many carts
+    were written; shards that are gone or do not answer in time are skipped."""
+    names = [actor_name(ShardKind.CART, i) for i in range(settings.cart_shards)]
+    calls = [handle.flush.remote() for handle in _handles(settings, names).values()]
+    if not calls:
+        return 0
+    done, _ = ray.wait(calls, num_returns=len(calls), timeout=timeout_s)
+    flushed = 0
+    for ref in done:
+        try:
+            flushed += int(ray.get(ref)["flushed"])
+        except RayError as error:
+            log.warning("a cart shard did not flush: %s", error)
+    return flushed
 
 
 def remove_shards(settings: Settings) -> None:

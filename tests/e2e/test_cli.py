@@ -143,7 +143,8 @@ async def test_state_survives_down_and_up_on_postgres_and_redis(
         "FEIRA_POSTGRES_URL": pg_database,
         "FEIRA_REDIS_URL": redis_url,
         "FEIRA_REDIS_KEY_PREFIX": f"{session_prefix}cli:",
-        "FEIRA_CART_CHECKPOINT_LAG_MS": "0",
+        # A minute of write-behind: the cart survives only because `feira down` flushes.
+        "FEIRA_CART_CHECKPOINT_LAG_MS": "60000",
     }
     try:
         up = await asyncio.to_thread(run, ["up", "--detach"], env)
@@ -162,6 +163,7 @@ async def test_state_survives_down_and_up_on_postgres_and_redis(
             }
         down = await asyncio.to_thread(run, ["down"], env, 120)
         assert down.returncode == 0, down.stdout + down.stderr
+        assert "flushed 1 pending cart checkpoints" in down.stdout, down.stdout
         up = await asyncio.to_thread(run, ["up", "--detach"], env)
         assert up.returncode == 0, up.stdout + up.stderr
         async with httpx.AsyncClient(base_url=api, timeout=30) as client:
