@@ -371,41 +371,30 @@ class RateLimit:
             return
         path: str = scope["path"]
         raw_key = _header(scope, API_KEY_HEADER)
+        client: ApiClient | None = None
         if raw_key is not None:
             try:
                 client = await self._authenticate(raw_key)
             except StoreUnavailable as exc:
                 await self._unavailable(scope, send, "API keys cannot be checked right now", exc)
                 return
-            if client is None:
-                # Guessing keys costs the guesser's IP its anonymous budget: a flood of
-                # made-up keys is throttled like any anonymous flood, not answered 401
-                # (and looked up in the key store) at whatever rate it arrives.
-                if self.settings.enabled:
-                    guesser = self._client_ip(scope)
-                    name, plan = self._anonymous
-                    at = None if self._clock is None else self._clock()
-                    try:
-                        guess = await self.limiter.check(f"ip:{guesser}", plan, at)
-                    except StoreUnavailable as exc:
-                        await self._unavailable(scope, send, "the rate limiter is unavailable", exc)
-                        return
-                    if not guess.allowed:
-                        await self._refuse(scope, send, guess, plan, name)
-                        return
-                await self._unknown_key(scope, send)
-                return
+        # An unknown key is answered 401, but only once the guesser's IP has paid for the
+        # attempt from its anonymous budget: a flood of made-up keys is throttled like any
+        # anonymous flood, not answered (and looked up) at whatever rate it arrives.
+        unknown_key = raw_key is not None and client is None
+        if client is not None:
             scope.setdefault("state", {})[STATE_KEY_ID] = client.key_id
-            if not self.settings.enabled:
+        if not self.settings.enabled:
+            if unknown_key:
+                await self._unknown_key(scope, send)
+            else:
                 await self.app(scope, receive, send)
-                return
+            return
+        ip: str | None = None
+        if client is not None:
             bucket = f"key:{client.key_id}"
             name, plan = self._plan_of(client)
-            ip: str | None = None
         else:
-            if not self.settings.enabled:
-                await self.app(scope, receive, send)
-                return
             ip = self._client_ip(scope)
             bucket = f"ip:{ip}"
             name, plan = self._anonymous
@@ -417,6 +406,9 @@ class RateLimit:
             decision = await self.limiter.check(bucket, plan, now)
             if not decision.allowed:
                 await self._refuse(scope, send, decision, plan, name)
+                return
+            if unknown_key:
+                await self._unknown_key(scope, send)
                 return
             extra: tuple[Decision, RatePlan, str] | None = None
             if route is not None:

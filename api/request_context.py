@@ -25,7 +25,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from feira.logs import REQUEST_ID
 
 HEADER = b"x-request-id"
-# The same rule as api/waf.py's: a test holds them to each other.
+# Also the WAF's rule (api/waf.py imports it): its refusals and audit lines carry this id.
 SAFE_REQUEST_ID = re.compile(r"[A-Za-z0-9._:-]{1,128}")
 
 

@@ -62,7 +62,6 @@ import html
 import ipaddress
 import logging
 import re
-import uuid
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
@@ -75,6 +74,8 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from actors.domain.errors import ErrorCode
 from api.problems import problem
+from api.request_context import SAFE_REQUEST_ID as _SAFE_REQUEST_ID
+from api.request_context import new_request_id
 from api.waf_rules import TRIGGER, Category, Rule, Target, rules_for, trigger_pattern
 
 KIB = 1024
@@ -113,7 +114,6 @@ _NEVER_SCANNED = CREDENTIAL_HEADERS | STRUCTURAL_HEADERS
 
 AUDIT_LOGGER = logging.getLogger("feira.waf.audit")
 _SAFE_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,63}")
-_SAFE_REQUEST_ID = re.compile(r"[A-Za-z0-9._:-]{1,128}")
 _MAX_LOCATIONS = 20
 
 
@@ -853,7 +853,7 @@ class Waf:
 
 def _request_id(request: _Request) -> str:
     if not request.request_id:
-        request.request_id = uuid.uuid4().hex
+        request.request_id = new_request_id()
     return request.request_id
 
 

@@ -32,6 +32,7 @@ if TYPE_CHECKING:
     from actors.checkout import CheckoutService
     from actors.identity.accounts import Account, IdentityService, TokenPair
     from actors.identity.tokens import TokenService
+    from actors.shop import Shop
 
 router = APIRouter(tags=["identity"])
 
@@ -123,7 +124,7 @@ async def sign_in(request: Request, shop: ShopDep, body: SignInIn) -> Response:
 
 
 async def _customer_cart(
-    identity: IdentityService, shop: Any, account: Account, guest_cart_id: str | None
+    identity: IdentityService, shop: Shop, account: Account, guest_cart_id: str | None
 ) -> tuple[dict[str, Any] | None, dict[str, Any] | None]:
     """The customer's cart after sign-in, and what the merge did (None: nothing to merge).
 
