@@ -218,6 +218,38 @@ class Shop:
         _check_sku_count(skus)
         return await self.shards.fanout(ShardKind.INVENTORY, list(skus), "stock")
 
+    async def reserve_stock(
+        self, sku: str, quantity: int, reservation_id: str | None, ttl_s: float | None
+    ) -> dict[str, Any]:
+        """Hold ``quantity`` of ``sku`` for an internal service (a queue-based flash sale,
+        a point of sale). Checkout reserves on its own; this is for callers outside it.
+        The op id follows from the request, so a retry is answered from the shard's
+        journal, while the same id asking for another quantity reaches the domain and is
+        refused; ``hold_`` ids never meet checkout's ``<order>:<sku>`` ones."""
+        rid = reservation_id or f"hold_{secrets.token_urlsafe(12)}"
+        reply: dict[str, Any] = await self.shards.call(
+            ShardKind.INVENTORY,
+            sku,
+            "reserve",
+            f"http:reserve:{rid}:{sku}:{quantity}",
+            rid,
+            sku,
+            quantity,
+            ttl_s,
+        )
+        return reply
+
+    async def release_stock(self, sku: str, reservation_id: str) -> dict[str, Any]:
+        reply: dict[str, Any] = await self.shards.call(
+            ShardKind.INVENTORY,
+            sku,
+            "release",
+            f"http:release:{reservation_id}",
+            reservation_id,
+            sku,
+        )
+        return reply
+
     async def _page_stock(self, skus: Sequence[str]) -> dict[str, dict[str, int]]:
         """Stock for display, up to ``page_stock_ttl_s`` old: a warm product page is then
         answered from memory alone."""

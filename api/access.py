@@ -134,6 +134,7 @@ def _r(
 ROUTES: Final[tuple[Rule, ...]] = (
     # operations and documentation
     _r("GET", "/healthz", EVERYONE, summary="process alive"),
+    _r("GET", "/ping", EVERYONE, summary="the cheapest answer through the whole edge"),
     _r("GET", "/readyz", EVERYONE, summary="stores reachable, shards ready"),
     _r("GET", "/openapi.json", EVERYONE),
     _r("GET", "/docs", EVERYONE),
@@ -165,6 +166,9 @@ ROUTES: Final[tuple[Rule, ...]] = (
     _r("GET", "/v1/prices/{sku}", EVERYONE),
     _r("GET", "/v1/stock/{sku}", EVERYONE),
     _r("GET", "/v1/stock", EVERYONE),
+    # internal services: stock holds outside checkout (gRPC Reserve/Release over HTTP)
+    _r("POST", "/v1/stock/{sku}/reservations", ADMIN, "admin"),
+    _r("DELETE", "/v1/stock/{sku}/reservations/{reservation_id}", ADMIN, "admin"),
     _r("GET", "/v1/search", EVERYONE),
     _r("GET", "/bff/web/product/{product_id}", EVERYONE),
     _r("GET", "/bff/mobile/product/{product_id}", EVERYONE),

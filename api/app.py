@@ -18,7 +18,17 @@ from api.openapi import install_openapi
 from api.rate_limiting import KeyLookup, Limiter, RateLimit, RateLimitSettings
 from api.request_context import RequestContext
 from api.request_metrics import RequestMetrics, RequestSink
-from api.routes import api_keys, bff, carts, catalog, health, identity, merchant, search
+from api.routes import (
+    api_keys,
+    bff,
+    carts,
+    catalog,
+    health,
+    identity,
+    merchant,
+    reservations,
+    search,
+)
 from api.routes import checkout as checkout_routes
 from api.routes.orders_ops import OrdersOps
 from api.routes.orders_ops import router as orders_ops_router
@@ -106,8 +116,9 @@ def create_fastapi(shop: Shop, ready_check: ReadyCheck, *, graphiql: bool = Fals
     app.state.shop = shop
     app.state.ready_check = ready_check
     problems.install(app)
-    routers = (health.router, catalog.router, search.router, carts.router, bff.router)
-    for router in (*routers, merchant.router, identity.router, api_keys.router):
+    routers = [health.router, catalog.router, search.router, carts.router, bff.router]
+    routers += [reservations.router, merchant.router, identity.router, api_keys.router]
+    for router in routers:
         app.include_router(router)
     app.include_router(graphql_router(shop, graphiql=graphiql), prefix="/graphql")
     app.include_router(orders_ops_router)

@@ -21,7 +21,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from actors.domain.errors import DomainError, ErrorCode
 from api import problems
 from api.access import principal_of, route_path
-from api.models import CartId, CartItemAdd, IdempotencyKey, ProductId, Sku
+from api.models import CartId, CartItemAdd, IdempotencyKey, ProductId, ReservationIn, Sku
 from api.routes.bff import compact_product_page
 from api.routes.catalog import stock_out
 
@@ -30,6 +30,7 @@ if TYPE_CHECKING:
 
 MAX_BODY_BYTES = 64 * 1024
 _JSON = "application/json"
+_PONG = orjson.dumps({"ok": True})
 
 _cart_id: TypeAdapter[str] = TypeAdapter(CartId)
 _sku: TypeAdapter[str] = TypeAdapter(Sku)
@@ -91,6 +92,20 @@ async def _get_stock(shop: Shop, parts: list[str], scope: Scope, body: bytes) ->
     return _json(stock_out(sku, levels[sku]))
 
 
+async def _reserve(shop: Shop, parts: list[str], scope: Scope, body: bytes) -> Response:
+    sku = _check(_sku, parts[3], "path")
+    try:
+        hold = ReservationIn.model_validate_json(body or b"null")
+    except ValidationError as error:
+        raise _Invalid(error, "body") from error
+    reply = await shop.reserve_stock(sku, hold.quantity, hold.reservation_id, hold.ttl_s)
+    return _json(reply, 201)
+
+
+async def _ping(shop: Shop, parts: list[str], scope: Scope, body: bytes) -> Response:
+    return Response(_PONG, 200, media_type=_JSON)
+
+
 async def _get_price(shop: Shop, parts: list[str], scope: Scope, body: bytes) -> Response:
     return _json(await shop.price(_check(_sku, parts[3], "path")))
 
@@ -110,7 +125,9 @@ async def _mobile_product(shop: Shop, parts: list[str], scope: Scope, body: byte
 
 # (method, number of path segments, fixed segments by position) -> handler
 _ROUTES: list[tuple[str, int, dict[int, str], Handler]] = [
+    ("GET", 2, {1: "ping"}, _ping),
     ("POST", 5, {1: "v1", 2: "carts", 4: "items"}, _add_item),
+    ("POST", 5, {1: "v1", 2: "stock", 4: "reservations"}, _reserve),
     ("GET", 4, {1: "v1", 2: "carts"}, _get_cart),
     ("GET", 4, {1: "v1", 2: "stock"}, _get_stock),
     ("GET", 4, {1: "v1", 2: "prices"}, _get_price),

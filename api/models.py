@@ -72,6 +72,26 @@ class StockOut(BaseModel):
     in_stock: bool
 
 
+ReservationId = Annotated[str, Field(min_length=8, max_length=128, pattern=r"^[A-Za-z0-9_.:-]+$")]
+
+
+class ReservationIn(Strict):
+    """A hold on stock for an internal service; the caller may name it, which makes a
+    retry of the same request (same id, SKU and quantity) answer the first hold."""
+
+    quantity: Quantity = 1
+    ttl_s: Annotated[float, Field(ge=1, le=86_400)] | None = None
+    reservation_id: ReservationId | None = None
+
+
+class ReservationOut(BaseModel):
+    reservation_id: str
+    sku: str
+    quantity: int
+    expires_at: float
+    available: int  # of the SKU, after this hold
+
+
 class VariantOut(BaseModel):
     sku: str
     options: dict[str, str]
@@ -112,6 +132,10 @@ class ProductPage(BaseModel):
 
 class StatusOut(BaseModel):
     status: str
+
+
+class PingOut(BaseModel):
+    ok: bool
 
 
 class Jwk(BaseModel):

@@ -54,6 +54,7 @@ BODY_ERRORS: Final = (400, 413, 415)
 # and order processing are optional. 504: a shard did not answer in time.
 OPERATION_ERRORS: Final[Mapping[tuple[str, str], tuple[int, ...]]] = {
     ("GET", "/healthz"): (),
+    ("GET", "/ping"): (),
     ("GET", "/readyz"): (504,),
     ("GET", "/.well-known/jwks.json"): (404,),
     ("POST", "/oauth/token"): (400, 404),
@@ -67,6 +68,8 @@ OPERATION_ERRORS: Final[Mapping[tuple[str, str], tuple[int, ...]]] = {
     ("GET", "/v1/prices/{sku}"): (404, 504),
     ("GET", "/v1/stock/{sku}"): (404, 504),
     ("GET", "/v1/stock"): (504,),
+    ("POST", "/v1/stock/{sku}/reservations"): (404, 409, 504),
+    ("DELETE", "/v1/stock/{sku}/reservations/{reservation_id}"): (404, 504),
     ("GET", "/v1/search"): (400,),
     ("GET", "/bff/web/product/{product_id}"): (404, 504),
     ("GET", "/bff/mobile/product/{product_id}"): (404, 504),

@@ -30,6 +30,7 @@ PLACEHOLDERS = {
     "product_id": "p-nope",
     "order_id": "o-nope",
     "key_id": "nokey",
+    "reservation_id": "res-nope-1",
     "provider": "sandbox",
 }
 

@@ -3,6 +3,7 @@ stores, no Ray, no network."""
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -10,10 +11,14 @@ from typing import Any
 import httpx
 import pytest
 
+from actors.identity.tokens import Role
 from actors.kinds import ShardKind
 from actors.router import ShardRouter
-from api.app import create_api
+from api.app import Edge, create_api
 from tests.inprocess import build_inprocess
+from tests.tokens import TOKENS, bearer
+
+ADMIN = bearer("ops-1", Role.ADMIN)
 
 
 @pytest.fixture(params=[True, False], ids=["fast-path", "fastapi-only"])
@@ -25,7 +30,7 @@ async def api(
     async def ready() -> dict[str, Any]:
         return {"coalescing": run.router.stats()}
 
-    app = create_api(run.shop, ready, fast_path=request.param)
+    app = create_api(run.shop, ready, fast_path=request.param, edge=Edge(tokens=TOKENS))
     transport = httpx.ASGITransport(app=app)
     async with httpx.AsyncClient(transport=transport, base_url="http://feira") as client:
         yield client, {"router": run.router, "prices": run.prices, "stores": run.stores}
@@ -45,8 +50,14 @@ async def test_cart_is_priced_with_promotions(api: tuple[httpx.AsyncClient, Any]
         ShardKind.PRICING,
         "upsert_promotion",
         "op-promo-1",
-        {"id": "promo-a", "kind": "percent", "value": 2500, "sku": a,
-         "starts_at": 0, "ends_at": 4_000_000_000},
+        {
+            "id": "promo-a",
+            "kind": "percent",
+            "value": 2500,
+            "sku": a,
+            "starts_at": 0,
+            "ends_at": 4_000_000_000,
+        },
     )
     cart = (await client.post("/v1/carts")).json()
     await client.post(f"/v1/carts/{cart['id']}/items", json={"sku": a, "quantity": 2})
@@ -243,3 +254,85 @@ async def test_every_answer_carries_security_headers(
     docs = await client.get("/docs")
     assert docs.headers["x-frame-options"] == "DENY"
     assert "content-security-policy" not in docs.headers  # Swagger UI loads from a CDN
+
+
+async def test_ping_answers_without_touching_a_shard(api: tuple[httpx.AsyncClient, Any]) -> None:
+    client, parts = api
+    before = parts["router"].stats()
+    reply = await client.get("/ping")
+    assert (reply.status_code, reply.json()) == (200, {"ok": True})
+    assert parts["router"].stats() == before
+
+
+async def test_stock_holds_reserve_retry_and_release(api: tuple[httpx.AsyncClient, Any]) -> None:
+    client, _ = api
+    (sku,) = await skus_of(client, 1)
+    start = (await client.get(f"/v1/stock/{sku}")).json()["available"]
+    url = f"/v1/stock/{sku}/reservations"
+    held = await client.post(
+        url, json={"quantity": 2, "reservation_id": "flash-0001"}, headers=ADMIN
+    )
+    assert held.status_code == 201
+    body = held.json()
+    assert (body["reservation_id"], body["sku"], body["quantity"]) == ("flash-0001", sku, 2)
+    assert body["available"] == start - 2
+    # a retry of the same hold is the same hold, not a second one
+    again = await client.post(
+        url, json={"quantity": 2, "reservation_id": "flash-0001"}, headers=ADMIN
+    )
+    assert again.status_code == 201
+    assert again.json()["reservation_id"] == "flash-0001"
+    assert (await client.get(f"/v1/stock/{sku}")).json()["available"] == start - 2
+    clash = await client.post(
+        url, json={"quantity": 3, "reservation_id": "flash-0001"}, headers=ADMIN
+    )
+    assert (clash.status_code, clash.json()["code"]) == (409, "reservation_conflict")
+    unnamed = (await client.post(url, json={}, headers=ADMIN)).json()
+    assert unnamed["quantity"] == 1
+    assert unnamed["reservation_id"].startswith("hold_")
+    released = await client.delete(f"{url}/flash-0001", headers=ADMIN)
+    assert (released.status_code, released.json()["available"]) == (200, start - 1)
+    # DELETE is idempotent: a retry is answered from the shard's journal, stock unchanged
+    retried = await client.delete(f"{url}/flash-0001", headers=ADMIN)
+    assert (retried.status_code, retried.json()["available"]) == (200, start - 1)
+    gone = await client.delete(f"{url}/never-held-1", headers=ADMIN)
+    assert (gone.status_code, gone.json()["code"]) == (404, "reservation_not_found")
+    assert (await client.get(f"/v1/stock/{sku}")).json()["available"] == start - 1
+
+
+BAD_HOLDS = [
+    ({"quantity": 0}, 422, "invalid_argument"),
+    ({"quantity": "1"}, 422, "invalid_argument"),
+    ({"ttl_s": 0.5}, 422, "invalid_argument"),
+    ({"ttl_s": 10**9}, 422, "invalid_argument"),
+    ({"reservation_id": "short"}, 422, "invalid_argument"),
+    ({"reservation_id": "has spaces in it"}, 422, "invalid_argument"),
+    ({"other": 1}, 422, "invalid_argument"),
+    ({"quantity": 10**6}, 409, "insufficient_stock"),
+]
+
+
+@pytest.mark.parametrize(("body", "status", "code"), BAD_HOLDS)
+async def test_bad_holds_are_problems_and_change_nothing(
+    api: tuple[httpx.AsyncClient, Any], body: dict[str, Any], status: int, code: str
+) -> None:
+    client, _ = api
+    (sku,) = await skus_of(client, 1)
+    before = (await client.get(f"/v1/stock/{sku}")).json()
+    reply = await client.post(f"/v1/stock/{sku}/reservations", json=body, headers=ADMIN)
+    assert (reply.status_code, reply.json()["code"]) == (status, code)
+    assert reply.headers["content-type"] == "application/problem+json"
+    assert (await client.get(f"/v1/stock/{sku}")).json() == before
+
+
+async def test_concurrent_holds_never_oversell(api: tuple[httpx.AsyncClient, Any]) -> None:
+    client, parts = api
+    (sku,) = await skus_of(client, 1)
+    router: ShardRouter = parts["router"]
+    await router.call(ShardKind.INVENTORY, sku, "set_on_hand", "op-flash-stock", sku, 10)
+    url = f"/v1/stock/{sku}/reservations"
+    replies = await asyncio.gather(*(client.post(url, json={}, headers=ADMIN) for _ in range(50)))
+    statuses = sorted(r.status_code for r in replies)
+    assert statuses == [201] * 10 + [409] * 40
+    assert {r.json()["code"] for r in replies if r.status_code == 409} == {"insufficient_stock"}
+    assert (await client.get(f"/v1/stock/{sku}")).json()["available"] == 0
