@@ -9,6 +9,7 @@ import os
 import re
 import secrets
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -152,7 +153,23 @@ def _alive(pid: int) -> bool:
     return True
 
 
+def gcs_listening(address: str, timeout_s: float = 2.0) -> bool:
+    """False when ``address`` is a plain host:port nobody listens on. ``ray.init`` would
+    keep retrying such an address for minutes (``feira down`` with nothing running hung
+    on it); a ray:// or "auto" address is left for Ray to judge."""
+    host, sep, port = address.rpartition(":")
+    if not sep or "/" in address or not port.isdigit():
+        return True
+    try:
+        with socket.create_connection((host.strip("[]"), int(port)), timeout=timeout_s):
+            return True
+    except OSError:
+        return False
+
+
 def reachable(address: str, settings: Settings) -> bool:
+    if not gcs_listening(address):
+        return False
     try:
         connect(address, settings)
     except ConnectionError:

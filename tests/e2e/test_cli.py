@@ -177,3 +177,16 @@ async def test_state_survives_down_and_up_on_postgres_and_redis(
     finally:
         await asyncio.to_thread(run, ["down"], env, 120)
         shutil.rmtree(haproxy_dir, ignore_errors=True)
+
+
+def test_down_and_status_answer_at_once_when_nothing_runs(tmp_path: Path) -> None:
+    """With no cluster on the GCS port, ``ray.init`` would retry for minutes; the CLI
+    must see the closed port and say so."""
+    with tempfile.TemporaryDirectory() as haproxy_dir:
+        env = cli_env(tmp_path / "data", haproxy_dir, free_port())
+        down = run(["down"], env, timeout=60)
+        assert down.returncode == 0, down.stderr
+        assert "no running cluster" in down.stdout
+        status = run(["status"], env, timeout=60)
+        assert status.returncode == 1
+        assert "not running" in status.stderr
