@@ -60,11 +60,15 @@ def open_change_bus(s: Settings) -> ChangeBus:
     return RayChangeBus.connect(s)
 
 
-@serve.ingress()
-class BffIngress:
-    def __init__(self, settings: dict[str, Any]) -> None:
+class BffRuntime:
+    """Everything an HTTP front needs: stores, shard client, Shop, checkout, orders, the
+    edge, the invalidation follower and the periodic jobs. Plain: the Serve deployment
+    below and the direct ingress actors (``deployments/http_ingress.py``) host the same
+    one, so both answer exactly alike."""
+
+    def __init__(self, settings: dict[str, Any], identity: dict[str, str]) -> None:
         # JSON lines first, so the card-number redaction also goes on their handler.
-        install_json_logs(replica_identity())
+        install_json_logs(identity)
         install_log_redaction()
         s = Settings.from_wire(settings)
         self.settings = s
@@ -140,7 +144,7 @@ class BffIngress:
         if self.settings.elasticsearch_url is None:
             await self.search.refresh()
 
-    async def __serve_build_asgi_app__(self) -> ASGIApp:
+    async def build_app(self, *, echo_request_id: bool) -> ASGIApp:
         # Before the app exists no request can reach a store. Idempotent and serialised by
         # an advisory lock, so every replica may run it and `serve deploy` without
         # `feira migrate` still gets its schema.
@@ -157,14 +161,12 @@ class BffIngress:
             orders_ops=self.orders_ops,
             checkout=self.checkout,
             request_metrics=self.request_metrics,
-            # Serve's RequestIdMiddleware around this app echoes X-Request-ID already.
-            echo_request_id=False,
+            echo_request_id=echo_request_id,
         )
 
-    async def check_health(self) -> None:
-        """Serve's replica health check (every few seconds). Replica-local on purpose:
-        checking shards or stores here would make Serve replace every replica at once
-        when one node or store is lost; /readyz reports those."""
+    def check_health(self) -> None:
+        """Local on purpose: checking shards or stores here would make Serve replace
+        every replica at once when one node or store is lost; /readyz reports those."""
         if self.follower.stopped:
             raise RuntimeError("the cache-invalidation follower stopped")
 
@@ -188,6 +190,28 @@ class BffIngress:
         except DomainError as error:
             return {"error": error.message}
 
+    async def stop(self) -> None:
+        await self.follower.stop()
+
+
+@serve.ingress()
+class BffIngress:
+    """The Serve deployment: a thin shell around one BffRuntime."""
+
+    def __init__(self, settings: dict[str, Any]) -> None:
+        self.runtime = BffRuntime(settings, replica_identity())
+
+    async def __serve_build_asgi_app__(self) -> ASGIApp:
+        # Serve's RequestIdMiddleware around this app echoes X-Request-ID already.
+        return await self.runtime.build_app(echo_request_id=False)
+
+    async def check_health(self) -> None:
+        """Serve's replica health check (every few seconds)."""
+        self.runtime.check_health()
+
+    async def ready(self) -> dict[str, Any]:
+        return await self.runtime.ready()
+
     async def __del__(self) -> None:
         # Serve awaits an async __del__ when it stops a replica.
-        await self.follower.stop()
+        await self.runtime.stop()

@@ -184,7 +184,7 @@ def cmd_up(args: argparse.Namespace) -> int:
     )
     cluster.connect(address, settings)
     print("deploying Feira ...")
-    cluster.deploy(settings)
+    cluster.deploy(settings, ingress)
     report = cluster.wait_ready(url, args.timeout)
     print(
         f"Feira is up: {report.get('products', 0):,} products, shards {report.get('shards')}\n"
@@ -231,7 +231,7 @@ def _down(settings: Settings) -> int:
         if not cluster.reachable(address, settings):
             print(f"no running cluster at {address}")
         else:
-            cluster.delete_app()
+            cluster.delete_app(settings)
             cluster.remove_shards(settings)
             cluster.disconnect()
     cluster.run_file(settings).unlink(missing_ok=True)
@@ -247,6 +247,7 @@ def cmd_status(args: argparse.Namespace) -> int:
     settings = _settings()
     if settings.ray_address is None:
         use_local_auth(settings.data_dir)  # before the first import of ray
+    from deployments.builder import APP_NAME
     from feira import cluster
 
     address = cluster.address(settings)
@@ -254,17 +255,27 @@ def cmd_status(args: argparse.Namespace) -> int:
         print(f"Feira is not running (no Ray cluster at {address})", file=sys.stderr)
         return 1
     apps = cluster.serve_status()
+    http = cluster.http_ingress_reports(settings)
     shards = cluster.shard_reports(settings)
     nodes = cluster.by_node(shards, cluster.nodes())
-    report = {"address": address, "applications": apps, "nodes": nodes, "shards": shards}
+    report = {
+        "address": address,
+        "applications": apps,
+        "http_ingress": http,
+        "nodes": nodes,
+        "shards": shards,
+    }
     if args.json:
         print(orjson.dumps(report, option=orjson.OPT_INDENT_2).decode())
     else:
         print(_status_text(report))
-    healthy = all(s["state"] == "ready" for s in shards) and all(
-        a["status"] == "RUNNING" for a in apps.values()
+    healthy = (
+        all(s["state"] == "ready" for s in shards)
+        and all(a["status"] == "RUNNING" for a in apps.values())
+        and all(h.get("serving") for h in http)
     )
-    return 0 if healthy and apps else 1
+    serving_http = bool(http) or APP_NAME in apps
+    return 0 if healthy and serving_http else 1
 
 
 # Report fields shown in their own columns, or not at all.
@@ -276,6 +287,9 @@ def _status_text(report: dict[str, Any]) -> str:
     """Deployments, then every node with the shards and singletons on it: state, restarts,
     backlog (carts not yet checkpointed, catalog changes not yet indexed) and lag."""
     lines = [f"Ray cluster {report['address']}"]
+    for h in report.get("http_ingress", []):
+        state = "serving" if h.get("serving") else f"NOT SERVING {h.get('error', '')}".strip()
+        lines.append(f"http ingress {h['name']}: {state} (pid {h.get('pid', '-')})")
     for name, app in report["applications"].items():
         lines.append(f"application {name}: {app['status']}")
         for dn, d in app["deployments"].items():

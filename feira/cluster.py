@@ -29,6 +29,12 @@ from actors.kinds import ShardKind, actor_name
 from actors.shells import CHANGE_HUB_NAME, ORDER_PROCESSOR_NAME, SEARCH_INDEXER_NAME
 from deployments.builder import APP_NAME, bind
 from deployments.grpc_ingress import GRPC_APP_NAME, GRPC_ROUTE_PREFIX, bind_grpc, grpc_options
+from deployments.http_ingress import (
+    HTTP_INGRESS_NAME,
+    HttpIngress,
+    http_ingress_name,
+    wait_serving,
+)
 from feira.ingress import IngressChoice
 from feira.ray_auth import use_local_auth
 from feira.settings import Settings
@@ -77,6 +83,10 @@ def start_local_ray(settings: Settings, ingress: IngressChoice) -> str:
         **use_local_auth(settings.data_dir),
         **ingress.env(),
         "RAY_USAGE_STATS_ENABLED": "0",
+        # Ray starts workers at nice 15, below its own daemons. On a machine that serves
+        # nothing but Feira the workers are the service: under load, nice 15 hands the
+        # CPU to whatever else runs (a load generator, a backup) first.
+        "RAY_worker_niceness": "0",
     }
     done = subprocess.run(cmd, env=env, capture_output=True, text=True, check=False)
     if done.returncode != 0:
@@ -191,12 +201,21 @@ def disconnect() -> None:
     ray.shutdown()
 
 
-def deploy(settings: Settings) -> None:
-    serve.start(
-        http_options={"host": settings.http_host, "port": settings.http_port},
-        grpc_options=grpc_options(settings.grpc_port) if settings.grpc_port else None,
-    )
-    serve.run(bind(settings), name=APP_NAME, route_prefix="/", blocking=False)
+def deploy(settings: Settings, ingress: IngressChoice) -> None:
+    http_port = settings.serve_http_port if ingress.direct else settings.http_port
+    grpc = grpc_options(settings.grpc_port) if settings.grpc_port else None
+    if ingress.direct:
+        remove_http_ingress(settings)  # a redeploy gets processes with the new settings
+        if APP_NAME in serve_apps():
+            serve.delete(APP_NAME)
+        start_http_ingress(settings)
+        if not settings.grpc_port:
+            return
+        serve.start(http_options={"host": settings.http_host, "port": http_port}, grpc_options=grpc)
+    else:
+        remove_http_ingress(settings)
+        serve.start(http_options={"host": settings.http_host, "port": http_port}, grpc_options=grpc)
+        serve.run(bind(settings), name=APP_NAME, route_prefix="/", blocking=False)
     if settings.grpc_port:
         # HAProxy routes only apps with a route prefix, gRPC included: hence a placeholder.
         serve.run(
@@ -205,6 +224,69 @@ def deploy(settings: Settings) -> None:
             route_prefix=GRPC_ROUTE_PREFIX,
             blocking=False,
         )
+
+
+def serve_apps() -> set[str]:
+    """The Serve applications running; none (and no error) when Serve is not running."""
+    return set(serve.status().applications)
+
+
+def start_http_ingress(settings: Settings, timeout_s: float = 180.0) -> list[Any]:
+    """Start ``http_ingress_processes`` direct ingress actors and wait until each serves."""
+    shell = ray.remote(HttpIngress)
+    wire = settings.to_wire()
+    handles = [
+        shell.options(
+            name=http_ingress_name(i),
+            namespace=settings.namespace,
+            lifetime="detached",
+            get_if_exists=True,
+            max_restarts=-1,
+            max_task_retries=0,
+            num_cpus=0,
+            max_concurrency=4,
+            scheduling_strategy="SPREAD",
+        ).remote(wire, i)
+        for i in range(settings.http_ingress_processes)
+    ]
+    try:
+        wait_serving(handles, timeout_s)
+    except (RuntimeError, RayError) as error:
+        raise SystemExit(f"the direct HTTP ingress did not start: {error}") from error
+    return handles
+
+
+def http_ingress_names(settings: Settings) -> list[str]:
+    found = ray.util.list_named_actors(all_namespaces=True)
+    return sorted(
+        a["name"]
+        for a in found
+        if a["namespace"] == settings.namespace and a["name"].startswith(HTTP_INGRESS_NAME)
+    )
+
+
+def http_ingress_reports(settings: Settings, timeout_s: float = 5.0) -> list[dict[str, Any]]:
+    """Each direct ingress process's report (none when Serve serves HTTP)."""
+    out: list[dict[str, Any]] = []
+    for name in http_ingress_names(settings):
+        try:
+            handle = ray.get_actor(name, namespace=settings.namespace)
+            report = dict(ray.get(handle.ready.remote(), timeout=timeout_s))
+        except (RayError, RuntimeError, ValueError) as error:
+            report = {"serving": False, "error": str(error).splitlines()[0][:200]}
+        out.append({"name": name, **report})
+    return out
+
+
+def remove_http_ingress(settings: Settings) -> int:
+    """Drain and kill this namespace's direct ingress actors; how many there were."""
+    names = http_ingress_names(settings)
+    handles = [ray.get_actor(n, namespace=settings.namespace) for n in names]
+    with contextlib.suppress(RayError):
+        ray.get([h.stop.remote(10.0) for h in handles], timeout=15)
+    for handle in handles:
+        ray.kill(handle, no_restart=True)
+    return len(handles)
 
 
 def wait_ready(url: str, timeout_s: float) -> dict[str, Any]:
@@ -262,9 +344,10 @@ def remove_shards(settings: Settings) -> None:
         ray.kill(handle, no_restart=True)
 
 
-def delete_app() -> None:
-    serve.delete(GRPC_APP_NAME)
-    serve.delete(APP_NAME)
+def delete_app(settings: Settings) -> None:
+    remove_http_ingress(settings)
+    for app in serve_apps() & {GRPC_APP_NAME, APP_NAME}:
+        serve.delete(app)
 
 
 def _handles(settings: Settings, names: list[str]) -> dict[str, Any]:

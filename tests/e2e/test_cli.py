@@ -190,3 +190,70 @@ def test_down_and_status_answer_at_once_when_nothing_runs(tmp_path: Path) -> Non
         status = run(["status"], env, timeout=60)
         assert status.returncode == 1
         assert "not running" in status.stderr
+
+
+async def test_direct_ingress_serves_restarts_and_stops(tmp_path: Path) -> None:
+    """``FEIRA_INGRESS=direct``: two uvicorn processes share the port (SO_REUSEPORT) and
+    answer the same API as the Serve app; one killed comes back on its own; ``down``
+    closes the port."""
+    haproxy_dir = tempfile.mkdtemp(prefix="feira-cli-", dir="/tmp")
+    http_port = free_port()
+    env = {
+        **cli_env(tmp_path / "data", haproxy_dir, http_port),
+        "FEIRA_INGRESS": "direct",
+        "FEIRA_HTTP_INGRESS_PROCESSES": "2",
+        "FEIRA_SERVE_HTTP_PORT": str(free_port()),
+        "FEIRA_GRPC_PORT": "0",
+    }
+    base = f"http://127.0.0.1:{http_port}"
+    up = await asyncio.to_thread(run, ["up", "--detach"], env)
+    try:
+        assert up.returncode == 0, up.stdout + up.stderr
+        assert "direct ingress (2 uvicorn processes" in up.stdout
+        async with httpx.AsyncClient(timeout=30) as client:
+            cart = (await client.post(f"{base}/v1/carts")).json()
+            products = (await client.get(f"{base}/v1/products?limit=1")).json()
+            sku = products["items"][0]["variants"][0]["sku"]
+            added = await client.post(
+                f"{base}/v1/carts/{cart['id']}/items",
+                json={"sku": sku, "quantity": 2},
+                headers={"X-Request-Id": "direct-ingress-test-1"},
+            )
+            bad = await client.post(f"{base}/v1/carts/{cart['id']}/items", json={"sku": 1})
+        assert added.status_code == 200
+        assert added.json()["item_count"] == 2
+        assert added.headers["x-request-id"] == "direct-ingress-test-1"
+        assert added.headers["x-content-type-options"] == "nosniff"
+        assert "server" not in added.headers
+        assert bad.status_code == 422
+        assert bad.headers["content-type"] == "application/problem+json"
+
+        status = await asyncio.to_thread(run, ["status", "--json"], env, 120)
+        assert status.returncode == 0, status.stdout + status.stderr
+        ingress = json.loads(status.stdout)["http_ingress"]
+        assert [h["serving"] for h in ingress] == [True, True]
+        pids = {h["pid"] for h in ingress}
+        assert len(pids) == 2
+
+        victim = ingress[0]["pid"]
+        os.kill(victim, 9)
+        restarted: list[dict[str, Any]] = []
+        for _ in range(120):
+            await asyncio.sleep(0.5)
+            again = await asyncio.to_thread(run, ["status", "--json"], env, 120)
+            restarted = json.loads(again.stdout)["http_ingress"] if again.stdout else []
+            serving = len(restarted) == 2 and all(h.get("serving") for h in restarted)
+            if serving and victim not in {h.get("pid") for h in restarted}:
+                break
+        assert victim not in {h.get("pid") for h in restarted}
+        assert all(h.get("serving") for h in restarted)
+        async with httpx.AsyncClient(timeout=30) as client:
+            view = await client.get(f"{base}/v1/carts/{cart['id']}")
+        assert view.json()["item_count"] == 2
+    finally:
+        down = await asyncio.to_thread(run, ["down"], env, 120)
+        shutil.rmtree(haproxy_dir, ignore_errors=True)
+    assert down.returncode == 0, down.stdout + down.stderr
+    async with httpx.AsyncClient(timeout=2) as client:
+        with pytest.raises(httpx.TransportError):
+            await client.get(f"{base}/healthz")
