@@ -20,6 +20,7 @@ import httpx
 import pytest
 
 from actors.kinds import ShardKind
+from loadtest.run import run_headless
 from tests.conftest import direct_ingress_ports, free_port
 
 pytestmark = pytest.mark.e2e
@@ -234,6 +235,41 @@ async def test_direct_ingress_serves_restarts_and_stops(tmp_path: Path) -> None:
         assert [h["serving"] for h in ingress] == [True, True]
         pids = {h["pid"] for h in ingress}
         assert len(pids) == 2
+
+        # The locust suites against this `feira up`: no failure but the flash sale's
+        # expected sell-outs (counted as successes on a row of their own).
+        keys = {
+            "FEIRA_LOADTEST_API_KEY": ["--plan", "internal", "--label", "locust"],
+            "FEIRA_LOADTEST_MERCHANT_KEY": [
+                "--role",
+                "merchant",
+                "--subject",
+                "m-001",
+                "--plan",
+                "internal",
+            ],
+        }
+        locust_env = {k: v for k, v in os.environ.items() if not k.startswith("FEIRA_")}
+        for name, flags in keys.items():
+            made = await asyncio.to_thread(run, ["api-key", "create", *flags], env, 60)
+            assert made.returncode == 0, made.stderr
+            locust_env[name] = made.stdout.strip()
+        for profile, users, seconds in (("peak", 8, 10), ("flash", 6, 6)):
+            result = await asyncio.to_thread(
+                run_headless,
+                profile,
+                users,
+                seconds,
+                base,
+                tmp_path / "locust",
+                spawn_rate=users,
+                think_scale=0.05,
+                env=locust_env,
+                print_report=False,
+            )
+            assert result["aggregated"]["requests"] > 0, profile
+            assert result["failures"] == [], (profile, result["failures"])
+            assert result["exit_code"] == 0, profile
 
         victim = ingress[0]["pid"]
         os.kill(victim, 9)
