@@ -4,7 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: up down status test lint unit bench clean protos
+.PHONY: up down status test lint unit bench compare memory clean protos
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -37,6 +37,11 @@ protos: $(STAMP)
 
 bench: $(STAMP)
 	$(PY) -m benchmarks.cart_add
+
+# Feira against the conventional peer and a bare /ping, one system at a time (25-35 min;
+# needs PostgreSQL and Redis, and nothing else on ports 8000 and 8100).
+compare: $(STAMP)
+	$(PY) -m benchmarks.compare --results-md benchmarks/RESULTS.md
 
 clean:
 	rm -rf $(VENV) var .mypy_cache .ruff_cache .pytest_cache

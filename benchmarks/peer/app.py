@@ -716,7 +716,7 @@ def create_app(settings: PeerSettings, peer: Peer | None = None) -> FastAPI:
         order = await peer_of(request).get_order(order_id)
         return json_response(order, headers={"Cache-Control": "no-store"})
 
-    @app.post("/v1/flash/{sku}/reserve")
+    @app.post("/v1/stock/{sku}/reservations")
     async def flash_reserve(request: Request, sku: str, body: ReserveIn | None = None) -> Response:
         quantity = body.quantity if body is not None else 1
         return json_response(await peer_of(request).flash_reserve(sku, quantity), 201)

@@ -292,11 +292,11 @@ async def test_flash_reserve_never_oversells(ctx: Ctx) -> None:
     sku = ctx.skus[9]
     await ctx.set_stock(sku, STOCK)
     replies = await asyncio.gather(
-        *(ctx.client.post(f"/v1/flash/{sku}/reserve") for _ in range(BUYERS))
+        *(ctx.client.post(f"/v1/stock/{sku}/reservations") for _ in range(BUYERS))
     )
     assert Counter(r.status_code for r in replies) == {201: STOCK, 409: BUYERS - STOCK}
     assert await ctx.level(sku) == {"on_hand": STOCK, "reserved": STOCK, "sold": 0}
     won: list[dict[str, Any]] = [r.json() for r in replies if r.status_code == 201]
     assert all(w["sku"] == sku and w["quantity"] == 1 for w in won)
-    unknown = await ctx.client.post("/v1/flash/NOPE-1/reserve")
+    unknown = await ctx.client.post("/v1/stock/NOPE-1/reservations")
     assert (unknown.status_code, problem_code(unknown)) == (404, "sku_not_found")
