@@ -14,11 +14,10 @@ import asyncio
 import contextvars
 import logging
 import time
-from collections import deque
 from collections.abc import Callable
-from typing import Any
+from typing import Any, cast
 
-from actors.domain.cart import Cart, CartBook, CartLimits
+from actors.domain.cart import Cart, CartBook, CartLimits, pack_snapshot, unpack_snapshot
 from actors.domain.errors import DomainError, ErrorCode
 from actors.oplog import OpLog
 from actors.protocol import Op, Reply, ok, refused
@@ -35,7 +34,8 @@ _RETRY_PAUSE_S = 0.5
 _CALLER_AT = {"add": 4, "set_quantity": 4, "remove": 3, "merge": 3, "freeze": 3}
 # Operation ids kept with each cart's checkpoint, so that a retry reaching a restarted
 # shard is answered instead of applied again. A client retries within seconds; the last
-# few ids of a cart are enough.
+# few ids of a cart are enough. Kept as a tuple per cart, oldest first (a deque costs 600
+# bytes even when it holds one id).
 RECENT_OPS_PER_CART = 16
 _OPS_KEY = "op_ids"
 
@@ -61,7 +61,7 @@ class CartService:
         self._dirty_since: float | None = None
         self.checkpoint_failures = 0
         self._flusher: asyncio.Task[None] | None = None
-        self._recent: dict[str, deque[str]] = {}
+        self._recent: dict[str, tuple[str, ...]] = {}
         self._dispatch = BatchDispatcher(
             reads={"get": self._get},
             mutations={
@@ -73,7 +73,7 @@ class CartService:
                 "freeze": self._freeze,
                 "unfreeze": self._unfreeze,
             },
-            log=OpLog(op_log_size),
+            log=OpLog(op_log_size, _pack_reply, _unpack_reply),
             recall=self._recall,
         )
 
@@ -90,9 +90,10 @@ class CartService:
             cart_id = _cart_of(name, args)
             if applied and name in _MUTATIONS and cart_id is not None:
                 carts.add(cart_id)
-                recent = self._recent.setdefault(cart_id, deque(maxlen=RECENT_OPS_PER_CART))
+                recent = self._recent.get(cart_id, ())
                 if args[0] not in recent:
-                    recent.append(args[0])
+                    keep = recent[max(0, len(recent) + 1 - RECENT_OPS_PER_CART) :]
+                    self._recent[cart_id] = (*keep, args[0])
         if self._checkpoints is None or not carts:
             return replies
         if self._lag_s > 0:
@@ -176,9 +177,8 @@ class CartService:
                     continue
                 ops_seen = snapshot.get(_OPS_KEY)
                 if isinstance(ops_seen, list):
-                    self._recent[cart_id] = deque(
-                        (o for o in ops_seen if isinstance(o, str)), maxlen=RECENT_OPS_PER_CART
-                    )
+                    kept = tuple(o for o in ops_seen if isinstance(o, str))
+                    self._recent[cart_id] = kept[-RECENT_OPS_PER_CART:]
 
     async def _save(self, cart_ids: set[str]) -> None:
         assert self._checkpoints is not None
@@ -314,3 +314,44 @@ def _cart_of(name: str, args: tuple[Any, ...]) -> str | None:
 
 def _unavailable() -> Reply:
     return refused(DomainError(ErrorCode.STORE_UNAVAILABLE, "cart store unavailable; retry"))
+
+
+# --- the op log's form of a reply ---------------------------------------------------------
+# Up to ``op_log_size`` replies stay in memory; a cart snapshot as dicts costs about 800
+# bytes, as one flat tuple about 150 (its strings are the cart's own). Anything else
+# (refusals) is kept as it is.
+
+
+class _PackedCart(tuple[Any, ...]):
+    """A successful reply that is one cart snapshot, packed."""
+
+    __slots__ = ()
+
+
+class _PackedMerge(tuple[Any, ...]):
+    """A successful merge reply: the skipped SKUs (a tuple), then the packed snapshot."""
+
+    __slots__ = ()
+
+
+def _pack_reply(reply: Reply) -> object:
+    success, value = reply
+    if not success:
+        return reply
+    packed = pack_snapshot(value)
+    if packed is not None:
+        return _PackedCart(packed)
+    if type(value) is dict and tuple(value) == ("cart", "skipped"):
+        skipped = value["skipped"]
+        packed = pack_snapshot(value["cart"])
+        if packed is not None and type(skipped) is list:
+            return _PackedMerge((tuple(skipped), *packed))
+    return reply
+
+
+def _unpack_reply(stored: object) -> Reply:
+    if type(stored) is _PackedCart:
+        return ok(unpack_snapshot(stored))
+    if type(stored) is _PackedMerge:
+        return ok({"cart": unpack_snapshot(stored[1:]), "skipped": list(stored[0])})
+    return cast(Reply, stored)

@@ -13,7 +13,7 @@ import asyncio
 import logging
 import time
 from collections.abc import Callable
-from typing import Any
+from typing import Any, cast
 
 from actors.domain.errors import DomainError, ErrorCode
 from actors.domain.inventory import Inventory, Reservation, StockLevel
@@ -79,7 +79,7 @@ class InventoryService:
                 "release": self._release,
                 "commit": self._commit,
             },
-            log=OpLog(op_log_size),
+            log=OpLog(op_log_size, _pack_reply, _unpack_reply),
             recall=self._recall,
         )
 
@@ -117,8 +117,10 @@ class InventoryService:
         unknown = [
             args[0]
             for name, args in ops
-            if name in _SKU_ARG and args and isinstance(args[0], str)
-            and self._dispatch.log.get(args[0]) is None
+            if name in _SKU_ARG
+            and args
+            and isinstance(args[0], str)
+            and args[0] not in self._dispatch.log
         ]
         if not unknown:
             return True
@@ -199,7 +201,12 @@ class InventoryService:
         return _level_json(self.inventory.level(sku))
 
     def _reserve(
-        self, now: float, op_id: str, reservation_id: str, sku: str, quantity: int,
+        self,
+        now: float,
+        op_id: str,
+        reservation_id: str,
+        sku: str,
+        quantity: int,
         ttl_s: float | None = None,
     ) -> dict[str, Any]:
         before = self.inventory.reservation(reservation_id)
@@ -247,6 +254,10 @@ def _record(level: StockLevel) -> StockRecord:
     return StockRecord(level.sku, level.on_hand, level.reserved, level.sold)
 
 
+_LEVEL_KEYS = ("on_hand", "reserved", "sold", "available")
+_RESERVATION_KEYS = ("reservation_id", "sku", "quantity", "expires_at", "available")
+
+
 def _level_json(level: StockLevel) -> dict[str, int]:
     return {
         "on_hand": level.on_hand,
@@ -264,3 +275,39 @@ def _reservation_json(r: Reservation, level: StockLevel) -> dict[str, Any]:
         "expires_at": r.expires_at,
         "available": level.available,
     }
+
+
+# --- the op log's form of a reply ---------------------------------------------------------
+# Up to ``op_log_size`` replies stay in memory: a reply dict and its (True, ...) wrapper cost
+# about 260 bytes, its values in one tuple about 70. Refusals are kept as they are.
+
+
+class _PackedLevel(tuple[Any, ...]):
+    """A successful reply that is a stock level: its values in ``_LEVEL_KEYS`` order."""
+
+    __slots__ = ()
+
+
+class _PackedReservation(tuple[Any, ...]):
+    """A successful reply about a reservation: its values in ``_RESERVATION_KEYS`` order."""
+
+    __slots__ = ()
+
+
+def _pack_reply(reply: Reply) -> object:
+    success, value = reply
+    if success and type(value) is dict:
+        keys = tuple(value)
+        if keys == _LEVEL_KEYS:
+            return _PackedLevel(value.values())
+        if keys == _RESERVATION_KEYS:
+            return _PackedReservation(value.values())
+    return reply
+
+
+def _unpack_reply(stored: object) -> Reply:
+    if type(stored) is _PackedLevel:
+        return ok(dict(zip(_LEVEL_KEYS, stored, strict=True)))
+    if type(stored) is _PackedReservation:
+        return ok(dict(zip(_RESERVATION_KEYS, stored, strict=True)))
+    return cast(Reply, stored)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import heapq
 import re
+import sys
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -70,7 +71,7 @@ class Cart:
             )
         total = (current or 0) + quantity
         _check_line_quantity(sku, total, limits)
-        self.lines[sku] = total
+        self.lines[sku if current is not None else _interned(sku)] = total
         self._touch(now)
 
     def set_quantity(self, sku: str, quantity: int, limits: CartLimits, now: float) -> None:
@@ -153,7 +154,7 @@ class Cart:
             if merged < wanted:
                 skipped.append(sku)
             if merged != current:
-                self.lines[sku] = merged
+                self.lines[sku if current is not None else _interned(sku)] = merged
                 changed = True
         if changed:
             self._touch(now)
@@ -213,7 +214,7 @@ class Cart:
                     f"cart snapshot quantity for {sku!r} must be an integer >= 1",
                     sku=sku,
                 )
-            lines[sku] = quantity
+            lines[_interned(sku)] = quantity
         version = data["version"]
         if type(version) is not int or version < 0:
             raise DomainError(ErrorCode.INVALID_ARGUMENT, "cart snapshot version must be >= 0")
@@ -232,6 +233,62 @@ class Cart:
 
 
 _SNAPSHOT_KEYS = ("id", "customer_id", "lines", "created_at", "updated_at", "version")
+_FROZEN_KEYS = (*_SNAPSHOT_KEYS, "frozen_by")
+_LINE_KEYS = ("sku", "quantity")
+_PACKED_HEAD = 6  # id, customer_id, created_at, updated_at, version, frozen_by; then lines
+
+
+def _interned(sku: str) -> str:
+    """One string object per SKU however many carts hold it: every operation arrives with
+    a string of its own, and a cart keeps the one of the operation that added the line."""
+    return sys.intern(str(sku))
+
+
+def pack_snapshot(snap: object) -> tuple[Any, ...] | None:
+    """:meth:`Cart.snapshot` output as one flat tuple (a fifth of its memory, for keeping
+    many of them), or None if ``snap`` is not exactly that shape. Lossless:
+    ``unpack_snapshot(pack_snapshot(s)) == s``, key order included."""
+    if type(snap) is not dict:
+        return None
+    keys = tuple(snap)
+    if keys != _SNAPSHOT_KEYS and (keys != _FROZEN_KEYS or snap["frozen_by"] is None):
+        return None
+    lines = snap["lines"]
+    if type(lines) is not list:
+        return None
+    flat: list[Any] = [
+        snap["id"],
+        snap["customer_id"],
+        snap["created_at"],
+        snap["updated_at"],
+        snap["version"],
+        snap.get("frozen_by"),
+    ]
+    for line in lines:
+        if type(line) is not dict or tuple(line) != _LINE_KEYS:
+            return None
+        flat.append(line["sku"])
+        flat.append(line["quantity"])
+    return tuple(flat)
+
+
+def unpack_snapshot(packed: tuple[Any, ...]) -> dict[str, Any]:
+    """The snapshot :func:`pack_snapshot` packed, as a new dict."""
+    cart_id, customer_id, created_at, updated_at, version, frozen_by = packed[:_PACKED_HEAD]
+    snap: dict[str, Any] = {
+        "id": cart_id,
+        "customer_id": customer_id,
+        "lines": [
+            {"sku": packed[i], "quantity": packed[i + 1]}
+            for i in range(_PACKED_HEAD, len(packed), 2)
+        ],
+        "created_at": created_at,
+        "updated_at": updated_at,
+        "version": version,
+    }
+    if frozen_by is not None:
+        snap["frozen_by"] = frozen_by
+    return snap
 
 
 def check_cart_id(cart_id: object) -> str:
