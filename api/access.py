@@ -290,6 +290,9 @@ class VerifiedTokens:
         self._clock = clock
         self._seen: dict[str, tuple[Principal, float]] = {}
 
+    def __len__(self) -> int:
+        return len(self._seen)
+
     def principal(self, token: str) -> Principal:
         hit = self._seen.get(token)
         if hit is not None and self._clock() < hit[1]:
@@ -346,11 +349,15 @@ class AccessControl:
     """ASGI middleware: authenticate, find the route's rule, refuse or let through."""
 
     def __init__(
-        self, app: ASGIApp, tokens: TokenService | None, table: RouteTable = TABLE
+        self,
+        app: ASGIApp,
+        tokens: TokenService | None,
+        table: RouteTable = TABLE,
+        token_cache_size: int = VERIFIED_CACHE_SIZE,
     ) -> None:
         self.app = app
         self.table = table
-        self._verified = VerifiedTokens(tokens) if tokens is not None else None
+        self._verified = VerifiedTokens(tokens, token_cache_size) if tokens is not None else None
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":

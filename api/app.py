@@ -10,7 +10,7 @@ from starlette.types import ASGIApp
 
 from actors.merchant import ChangeHook, MerchantCatalog, invalidating
 from api import problems
-from api.access import AccessControl
+from api.access import VERIFIED_CACHE_SIZE, AccessControl
 from api.card_guard import CardDataGuard
 from api.fastpath import FastPath
 from api.graphql import graphql_router
@@ -55,6 +55,7 @@ class Edge:
     limiter: Limiter | None = None
     rate_limits: RateLimitSettings | None = None
     key_lookup: KeyLookup | None = None
+    token_cache_size: int = VERIFIED_CACHE_SIZE  # verified access tokens kept per replica
 
 
 def create_api(
@@ -95,7 +96,7 @@ def create_api(
     # rate limit before any work is spent; the WAF before a route sees hostile input; the
     # route table before any handler (fast path included).
     inner: ASGIApp = FastPath(app, shop) if fast_path else app
-    inner = AccessControl(inner, edge.tokens)
+    inner = AccessControl(inner, edge.tokens, token_cache_size=edge.token_cache_size)
     inner = Waf(inner, edge.waf)
     if edge.limiter is not None and edge.rate_limits is not None:
         inner = RateLimit(inner, edge.limiter, edge.rate_limits, edge.key_lookup)

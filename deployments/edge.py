@@ -50,7 +50,7 @@ def limiter(s: Settings) -> Limiter:
             s.redis_url, prefix=s.redis_key_prefix, max_connections=RATE_LIMIT_CONNECTIONS
         )
         return RedisRateLimiter(client)
-    return InProcessLimiter()
+    return InProcessLimiter(max_keys=s.rate_limit_local_keys)
 
 
 def waf_settings(s: Settings) -> WafSettings:
@@ -71,5 +71,6 @@ def build_edge(s: Settings, store: IdentityStore) -> Edge:
         waf=waf_settings(s),
         limiter=limiter(s),
         rate_limits=rate_limits(s),
-        key_lookup=CachedKeyLookup(identity.authenticate_api_key),
+        key_lookup=CachedKeyLookup(identity.authenticate_api_key, max_entries=s.edge_cache_entries),
+        token_cache_size=s.edge_cache_entries,
     )

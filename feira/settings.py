@@ -74,6 +74,10 @@ class Settings(BaseSettings):
     # In Redis when redis_url is set (one limit across replicas); in each replica's
     # memory otherwise (then each replica admits the plan on its own).
     rate_limit_enabled: bool = True
+    # Per replica: verified access tokens and API-key lookups kept (each cache), and the
+    # rate-limit buckets kept in memory when there is no Redis.
+    edge_cache_entries: int = Field(10_000, ge=100, le=10_000_000)
+    rate_limit_local_keys: int = Field(100_000, ge=1_000, le=100_000_000)
     rate_plans: dict[str, tuple[float, int]] = Field(
         default_factory=lambda: {
             "anonymous": (20.0, 40),
@@ -110,11 +114,14 @@ class Settings(BaseSettings):
     ray_gcs_port: int = Field(6390, ge=1024, le=65535)
     ray_dashboard_port: int = Field(8265, ge=1024, le=65535)
     ray_num_cpus: int | None = Field(None, ge=1)
-    # auto: HAProxy direct ingress when an haproxy binary is available, else Serve's proxy.
-    # direct: Feira's own uvicorn processes serve HTTP (deployments/http_ingress.py), about
-    # three times the throughput of Serve's request path on small machines; Serve then
-    # runs only the gRPC ingress, its HTTP proxy moved to serve_http_port.
-    ingress: Literal["auto", "haproxy", "proxy", "direct"] = "auto"
+    # direct (default): Feira's own uvicorn processes serve HTTP (deployments/
+    # http_ingress.py); on 2 cores 2.5x the cart adds and 3.5x the bare requests of Serve's
+    # request path (benchmarks/RESULTS.md). Serve then runs only the gRPC ingress, its HTTP
+    # proxy moved to serve_http_port. auto: the Serve deployment behind HAProxy when an
+    # haproxy binary is available, else behind Serve's proxy; haproxy / proxy force one.
+    # `serve deploy deployments/serve_config.yaml` always runs the Serve deployment.
+    ingress: Literal["direct", "auto", "haproxy", "proxy"] = "direct"
+    # One process per 2-4 cores: on 2 cores one holds more than two (bigger shard batches).
     http_ingress_processes: int = Field(1, ge=1, le=64)
     serve_http_port: int = Field(8010, ge=1, le=65535)
 

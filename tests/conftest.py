@@ -72,6 +72,10 @@ def settings(data_dir: Path, pg_database: str, redis_url: str, session_prefix: s
         http_port=free_port(),
         grpc_port=free_port(),
         demo_products=TEST_PRODUCTS,
+        # The session runs the Serve deployment (what `serve deploy` runs in a cluster,
+        # with replicas the fault tests kill); the direct ingress `feira up` runs by
+        # default has its own tests in tests/e2e/test_cli.py.
+        ingress="auto",
         reservation_sweep_interval_ms=200,
         # Long cache TTLs and two replicas: a merchant's change must reach every replica
         # through invalidation, not by expiry.

@@ -64,9 +64,10 @@ def cli_env(data_dir: Path, haproxy_dir: str, http_port: int) -> dict[str, str]:
 
 
 async def test_up_status_down(tmp_path: Path, shard_client: Any) -> None:
+    """With the Serve deployment as ingress (``FEIRA_INGRESS=auto``)."""
     haproxy_dir = tempfile.mkdtemp(prefix="feira-cli-", dir="/tmp")
     http_port = free_port()
-    env = cli_env(tmp_path / "data", haproxy_dir, http_port)
+    env = {**cli_env(tmp_path / "data", haproxy_dir, http_port), "FEIRA_INGRESS": "auto"}
     up = await asyncio.to_thread(run, ["up", "--detach"], env)
     try:
         assert up.returncode == 0, up.stdout + up.stderr
