@@ -61,7 +61,12 @@ def address(settings: Settings) -> str:
     return settings.ray_address or local_address(settings)
 
 
-RAY_TEMP_DIR = Path("/tmp/ray")
+def ray_temp_dir(settings: Settings) -> Path:
+    """A temp root of this cluster's own, named by its GCS port: read just after `ray
+    start`, the shared /tmp/ray/session_latest could name another cluster started at the
+    same moment, and `feira down` would then stop that one. Short, because Ray's socket
+    paths under it must fit in 107 bytes."""
+    return Path(f"/tmp/ray-feira-{settings.ray_gcs_port}")
 
 
 def start_local_ray(settings: Settings, ingress: IngressChoice) -> str:
@@ -75,6 +80,7 @@ def start_local_ray(settings: Settings, ingress: IngressChoice) -> str:
         "--dashboard-host=127.0.0.1",
         f"--dashboard-port={settings.ray_dashboard_port}",
         "--disable-usage-stats",
+        f"--temp-dir={ray_temp_dir(settings)}",
     ]
     if settings.ray_num_cpus:
         cmd.append(f"--num-cpus={settings.ray_num_cpus}")
@@ -91,7 +97,7 @@ def start_local_ray(settings: Settings, ingress: IngressChoice) -> str:
     done = subprocess.run(cmd, env=env, capture_output=True, text=True, check=False)
     if done.returncode != 0:
         raise SystemExit(f"ray start failed:\n{done.stdout}\n{done.stderr}")
-    return str((RAY_TEMP_DIR / "session_latest").resolve())
+    return str((ray_temp_dir(settings) / "session_latest").resolve())
 
 
 def stop_local_ray(session_dir: str) -> int:

@@ -68,6 +68,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="FEIRA_INGRESS for Feira (default: what feira up chooses)",
     )
     p.add_argument("--feira-http-processes", type=int, default=None)
+    p.add_argument(
+        "--feira-setting",
+        action="append",
+        default=[],
+        metavar="NAME=VALUE",
+        help="another FEIRA_* setting for Feira (repeat), e.g. FEIRA_CART_SHARDS=2",
+    )
     return p
 
 
@@ -94,6 +101,11 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
                 ingress["FEIRA_INGRESS"] = args.feira_ingress
             if args.feira_http_processes:
                 ingress["FEIRA_HTTP_INGRESS_PROCESSES"] = str(args.feira_http_processes)
+            for item in args.feira_setting:
+                name, sep, value = item.partition("=")
+                if not sep or not name.startswith("FEIRA_"):
+                    raise SetupError(f"--feira-setting {item!r}: FEIRA_NAME=VALUE")
+                ingress[name] = value
             system = await start_feira(stores, args.feira_port, ingress)
         else:
             raise SetupError(f"unknown system {name!r}: peer or feira")
@@ -114,6 +126,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         },
         "systems": results,
         "feira_ingress": args.feira_ingress or "default",
+        "feira_settings": args.feira_setting,
     }
 
 
