@@ -16,7 +16,7 @@ class Ladder:
     min_rate: float = 5.0
     # Stop bisecting once the failing rate is within this ratio of the passing one.
     resolution: float = 1.12
-    max_steps: int = 10
+    max_steps: int = 14
 
     def __post_init__(self) -> None:
         if not 0 < self.min_rate <= self.start <= self.max_rate:
