@@ -9,7 +9,7 @@ import random
 import pytest
 
 from actors.domain.cart import check_cart_id
-from benchmarks.memory import (
+from benchmarks.memory.figures import (
     BOUNDS,
     CART_GOAL_BYTES,
     LINES_PER_CART,
@@ -21,16 +21,13 @@ from benchmarks.memory import (
     Sample,
     ShardFigure,
     TracedFigure,
-    cart_ops,
-    cart_plan,
-    demo_stock,
     fmt_bytes,
     markdown_section,
     parse_status,
     per_item,
     verdict,
-    wire_batches,
 )
+from benchmarks.memory.workload import cart_ops, cart_plan, demo_stock, wire_batches
 from feira.settings import Settings
 
 STATUS = """Name:\tray::CartShard
