@@ -102,10 +102,10 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
             if args.feira_http_processes:
                 ingress["FEIRA_HTTP_INGRESS_PROCESSES"] = str(args.feira_http_processes)
             for item in args.feira_setting:
-                name, sep, value = item.partition("=")
-                if not sep or not name.startswith("FEIRA_"):
+                setting, sep, value = item.partition("=")
+                if not sep or not setting.startswith("FEIRA_"):
                     raise SetupError(f"--feira-setting {item!r}: FEIRA_NAME=VALUE")
-                ingress[name] = value
+                ingress[setting] = value
             system = await start_feira(stores, args.feira_port, ingress)
         else:
             raise SetupError(f"unknown system {name!r}: peer or feira")
