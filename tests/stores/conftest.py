@@ -27,7 +27,7 @@ from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, NoReturn, TypeVar
+from typing import Any, NoReturn, Protocol, TypeVar
 from urllib.parse import quote, urlsplit, urlunsplit
 
 import asyncpg  # type: ignore[import-untyped]
@@ -233,6 +233,61 @@ async def fresh_schema(database_dsn: str) -> AsyncIterator[str]:
     finally:
         await admin.execute(f"DROP SCHEMA IF EXISTS {schema} CASCADE")
         await admin.close()
+
+
+class Closable(Protocol):
+    async def close(self) -> None: ...
+
+
+StoreT = TypeVar("StoreT", bound=Closable)
+
+
+@asynccontextmanager
+async def contract_stores(
+    backend: tuple[str, str],
+    open_sqlite: Callable[[str], StoreT],
+    open_pg: Callable[[PgPool], StoreT],
+    extra_pool_size: int = 2,
+) -> AsyncIterator[tuple[StoreT, Callable[[], StoreT]]]:
+    """The store under test on ``backend`` (SQLite file or migrated PostgreSQL schema),
+    and a way to open another store on the same data, as a second process would; every
+    store and pool is closed at the end."""
+    kind, location = backend
+    opened: list[StoreT] = []
+    pools: list[PgPool] = []
+
+    async def close_all() -> None:
+        for store in opened:
+            await store.close()
+        for pool in pools:
+            await pool.close()
+
+    if kind == "sqlite":
+
+        def another_sqlite() -> StoreT:
+            opened.append(open_sqlite(location))
+            return opened[-1]
+
+        try:
+            yield another_sqlite(), another_sqlite
+        finally:
+            await close_all()
+        return
+    async with fresh_schema(location) as dsn:
+        # Closed inside the schema's block: its DROP must not wait on our connections.
+        try:
+            pools.append(PgPool(dsn))
+            await apply_migrations(pools[0])
+
+            def another_pg() -> StoreT:
+                pools.append(PgPool(dsn, min_size=0, max_size=extra_pool_size))
+                opened.append(open_pg(pools[-1]))
+                return opened[-1]
+
+            opened.append(open_pg(pools[0]))
+            yield opened[0], another_pg
+        finally:
+            await close_all()
 
 
 @pytest.fixture

@@ -21,10 +21,9 @@ from storage.identity import (
     RefreshFamilyRecord,
     RefreshTokenRecord,
 )
-from storage.postgres import PgPool, apply_migrations
 from storage.postgres.identity import PgIdentityStore
 from storage.sqlite.identity import SqliteIdentityStore
-from tests.stores.conftest import fresh_schema
+from tests.stores.conftest import contract_stores
 
 T0 = 1_700_000_000.0
 DAY = 86_400.0
@@ -40,38 +39,10 @@ class Identity:
 
 @pytest.fixture
 async def identity(backend: tuple[str, str]) -> AsyncIterator[Identity]:
-    kind, location = backend
-    opened: list[IdentityStore] = []
-    if kind == "sqlite":
-
-        def open_sqlite() -> IdentityStore:
-            opened.append(SqliteIdentityStore(location))
-            return opened[-1]
-
-        try:
-            yield Identity(kind, open_sqlite(), open_sqlite)
-        finally:
-            for store in opened:
-                await store.close()
-        return
-    async with fresh_schema(location) as dsn:
-        pools = [PgPool(dsn)]
-        try:
-            await apply_migrations(pools[0])
-
-            def open_pg() -> IdentityStore:
-                pools.append(PgPool(dsn, min_size=0, max_size=4))
-                opened.append(PgIdentityStore(pools[-1]))
-                return opened[-1]
-
-            first = PgIdentityStore(pools[0])
-            opened.append(first)
-            yield Identity(kind, first, open_pg)
-        finally:
-            for store in opened:
-                await store.close()
-            for pool in pools:
-                await pool.close()
+    async with contract_stores(
+        backend, SqliteIdentityStore, PgIdentityStore, extra_pool_size=4
+    ) as (store, another):
+        yield Identity(backend[0], store, another)
 
 
 def h(text: str) -> str:

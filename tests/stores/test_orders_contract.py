@@ -32,12 +32,11 @@ from storage.errors import (
     StoreIntegrityError,
 )
 from storage.interfaces import OrderStore
-from storage.postgres import PgPool, apply_migrations
 from storage.postgres.orders import PgOrderStore
 from storage.records import IdempotencyRecord, NewOutboxEvent, OutboxEvent
 from storage.sqlite.connection import SqliteExecutor, immediate_transaction
 from storage.sqlite.orders import MIGRATIONS, SqliteOrderStore
-from tests.stores.conftest import fresh_schema
+from tests.stores.conftest import contract_stores
 
 T0 = 1_700_000_000.0
 DAY = 86_400.0
@@ -54,38 +53,11 @@ class Orders:
 
 @pytest.fixture
 async def orders(backend: tuple[str, str]) -> AsyncIterator[Orders]:
-    kind, location = backend
-    opened: list[OrderStore] = []
-    if kind == "sqlite":
-
-        def open_sqlite() -> OrderStore:
-            opened.append(SqliteOrderStore(location))
-            return opened[-1]
-
-        try:
-            yield Orders(kind, open_sqlite(), open_sqlite)
-        finally:
-            for store in opened:
-                await store.close()
-        return
-    async with fresh_schema(location) as dsn:
-        pools = [PgPool(dsn)]
-        try:
-            await apply_migrations(pools[0])
-
-            def open_pg() -> OrderStore:
-                pools.append(PgPool(dsn, min_size=0, max_size=2))
-                opened.append(PgOrderStore(pools[-1]))
-                return opened[-1]
-
-            first = PgOrderStore(pools[0])
-            opened.append(first)
-            yield Orders(kind, first, open_pg)
-        finally:
-            for store in opened:
-                await store.close()
-            for pool in pools:
-                await pool.close()
+    async with contract_stores(backend, SqliteOrderStore, PgOrderStore, extra_pool_size=2) as (
+        store,
+        another,
+    ):
+        yield Orders(backend[0], store, another)
 
 
 def line(sku: str, merchant: str = "m-1", quantity: int = 1, amount: int = 1000) -> OrderLine:
@@ -458,9 +430,7 @@ async def test_an_order_is_listed_by_its_carrier_once_it_has_a_shipment(
     await ship(store, other, "ups")  # another carrier's
     shipped = await store.get_order("o-1")
     assert shipped is not None
-    fulfilling = transition(
-        shipped, S.FULFILLING, T0 + 3, shipment=Shipment("dhl", "TRK-1")
-    )
+    fulfilling = transition(shipped, S.FULFILLING, T0 + 3, shipment=Shipment("dhl", "TRK-1"))
     await store.transition("o-1", shipped.version, fulfilling)
     page, cursor = await store.list_orders(carrier="dhl")
     assert ([x.id for x in page], cursor) == (["o-1"], None)
@@ -506,8 +476,16 @@ async def test_sqlite_upgrade_fills_in_the_carrier_of_existing_orders(tmp_path: 
                 conn.execute(
                     "INSERT INTO orders (id, customer_ref, status, version, expires_at,"
                     " created_at, updated_at, doc) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-                    (x.id, x.customer_ref, x.status.value, x.version, x.expires_at,
-                     x.created_at, x.updated_at, orjson.dumps(x.to_json()).decode()),
+                    (
+                        x.id,
+                        x.customer_ref,
+                        x.status.value,
+                        x.version,
+                        x.expires_at,
+                        x.created_at,
+                        x.updated_at,
+                        orjson.dumps(x.to_json()).decode(),
+                    ),
                 )
 
     await old.run(insert, [shipped, order("o-2")])
