@@ -209,9 +209,6 @@ class BffIngress:
         """Serve's replica health check (every few seconds)."""
         self.runtime.check_health()
 
-    async def ready(self) -> dict[str, Any]:
-        return await self.runtime.ready()
-
     async def __del__(self) -> None:
         # Serve awaits an async __del__ when it stops a replica.
         await self.runtime.stop()

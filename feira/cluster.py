@@ -208,19 +208,23 @@ def disconnect() -> None:
 
 
 def deploy(settings: Settings, ingress: IngressChoice) -> None:
-    http_port = settings.serve_http_port if ingress.direct else settings.http_port
-    grpc = grpc_options(settings.grpc_port) if settings.grpc_port else None
+    """HTTP through the direct ingress actors or the Serve deployment, gRPC through Serve.
+    A redeploy replaces the ingress actors, so they get the new settings."""
+    remove_http_ingress(settings)
     if ingress.direct:
-        remove_http_ingress(settings)  # a redeploy gets processes with the new settings
         if APP_NAME in serve_apps():
             serve.delete(APP_NAME)
         start_http_ingress(settings)
         if not settings.grpc_port:
             return
-        serve.start(http_options={"host": settings.http_host, "port": http_port}, grpc_options=grpc)
-    else:
-        remove_http_ingress(settings)
-        serve.start(http_options={"host": settings.http_host, "port": http_port}, grpc_options=grpc)
+    serve.start(
+        http_options={
+            "host": settings.http_host,
+            "port": settings.serve_http_port if ingress.direct else settings.http_port,
+        },
+        grpc_options=grpc_options(settings.grpc_port) if settings.grpc_port else None,
+    )
+    if not ingress.direct:
         serve.run(bind(settings), name=APP_NAME, route_prefix="/", blocking=False)
     if settings.grpc_port:
         # HAProxy routes only apps with a route prefix, gRPC included: hence a placeholder.

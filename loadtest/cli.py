@@ -26,7 +26,6 @@ environment: ``FEIRA_LOADTEST_API_KEY`` (an ``internal``-plan key: ``feira api-k
 from __future__ import annotations
 
 import argparse
-import json
 import os
 from typing import Any
 
@@ -44,7 +43,7 @@ def add_loadtest_parser(sub: Any) -> argparse.ArgumentParser:
 
 
 def cmd_loadtest(args: argparse.Namespace) -> int:
-    from loadtest.run import finite, run_headless
+    from loadtest.run import run_from_args
 
     if not os.environ.get("FEIRA_LOADTEST_API_KEY"):
         print(
@@ -52,16 +51,4 @@ def cmd_loadtest(args: argparse.Namespace) -> int:
             "(20/s per IP) and will be refused with 429 unless the target runs with "
             "FEIRA_RATE_LIMIT_ENABLED=false"
         )
-    result = run_headless(
-        args.profile,
-        args.users,
-        args.duration,
-        args.host,
-        args.out,
-        spawn_rate=args.spawn_rate,
-        think_scale=args.think_scale,
-        print_report=not args.json,
-    )
-    if args.json:
-        print(json.dumps(finite(result), indent=2))
-    return 0 if result["requests"] and not result["failures"] else 1
+    return run_from_args(args)

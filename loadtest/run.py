@@ -297,7 +297,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    return run_from_args(build_parser().parse_args(argv))
+
+
+def run_from_args(args: argparse.Namespace) -> int:
+    """Run the profile ``add_arguments`` parsed; 0 when requests were sent and none failed."""
     result = run_headless(
         args.profile,
         args.users,

@@ -23,18 +23,18 @@ from __future__ import annotations
 import argparse
 import asyncio
 import datetime as dt
-import json
 import os
 import shlex
 import sys
 from pathlib import Path
 from typing import Any
 
-from benchmarks.cart_add import SetupError, machine_info, replace_section
+from benchmarks.cart_add import SetupError, machine_info
 from benchmarks.compare import report as rep
 from benchmarks.compare.run import Options, measure
 from benchmarks.compare.systems import Stores, System, start_feira, start_peer
 from benchmarks.compare.workloads import JOURNEYS
+from benchmarks.report import save
 
 
 def _journeys(text: str) -> list[str]:
@@ -137,15 +137,11 @@ def main(argv: list[str] | None = None) -> int:
     except (SetupError, OSError, ValueError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 1
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(report, indent=2, default=str))
     rep.plot(report, args.plot)
     section = rep.markdown(report, args.plot.name if args.results_md else None)
     print(section)
-    if args.results_md is not None:
-        doc = args.results_md.read_text() if args.results_md.exists() else "# Benchmark results\n"
-        args.results_md.write_text(replace_section(doc, rep.SECTION_HEADING, section))
-        print(f"updated {args.results_md}; plot {args.plot}; JSON {args.out}")
+    save(report, args.out, args.results_md, rep.SECTION_HEADING, section)
+    print(f"plot {args.plot}; JSON {args.out}")
     return 0
 
 

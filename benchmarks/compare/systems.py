@@ -29,6 +29,7 @@ from urllib.parse import quote, urlsplit, urlunsplit
 
 import asyncpg  # type: ignore[import-untyped]
 
+from actors.identity.tokens import TokenService
 from benchmarks.cart_add import SetupError
 from benchmarks.openloop import Connection, Response
 
@@ -207,25 +208,26 @@ class System:
         raise NotImplementedError
 
 
+@dataclass
 class Feira(System):
+    # Signs merchant tokens with the running Feira's keys (its data dir's key file).
+    tokens: TokenService | None = None
+
     async def set_stock(
         self, product: Mapping[str, Any], skus: Sequence[str], on_hand: int
     ) -> None:
-        from feira.settings import Settings
-        from feira.signing_secrets import token_service
-
-        settings = Settings(data_dir=Path(self.env["FEIRA_DATA_DIR"]))
-        merchant = str(product["merchant_id"])
-        token = token_service(settings).issue_access(
-            merchant, "merchant", ("catalog:read", "catalog:write"), ttl_s=600
+        assert self.tokens is not None, "start_feira sets the token service"
+        token = self.tokens.issue_access(
+            str(product["merchant_id"]), "merchant", ("catalog:read", "catalog:write"), 600
         )
         auth = {"Authorization": f"Bearer {token}"}
+        http = self.http()
 
         async def one(conn: Connection, sku: str) -> None:
             path = f"/v1/merchant/inventory/{quote(sku, safe='')}"
-            await self.http().call("PUT", path, {"on_hand": on_hand}, headers=auth, conn=conn)
+            await http.call("PUT", path, {"on_hand": on_hand}, headers=auth, conn=conn)
 
-        await self.http().each(list(skus), one)
+        await http.each(list(skus), one)
 
     async def reserved(self, sku: str) -> dict[str, int]:
         level = await self.http().call("GET", f"/v1/stock/{quote(sku, safe='')}")
@@ -302,6 +304,7 @@ async def start_feira(
         {"X-Api-Key": key},
         {"Authorization": f"Bearer {admin}"},
         env,
+        tokens,
     )
 
 

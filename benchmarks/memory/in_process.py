@@ -64,11 +64,28 @@ class _NullStock:
         return None
 
 
+def _service_figure(
+    traced: _Traced, service: Any, ops: Iterator[Op], name: str, count: int, op_log_size: int
+) -> TracedFigure:
+    """Apply ``ops`` to a shard service in wire batches; the growth, and what its full op
+    log held (measured by swapping in an empty log)."""
+    from actors.oplog import OpLog
+
+    async def load() -> None:
+        for batch in wire_batches(ops):
+            await service.apply(batch)
+
+    asyncio.run(load())
+    grown = traced.grown()
+    entries = len(service._dispatch.log)
+    service._dispatch.log = OpLog(op_log_size)  # what the full log held goes
+    return TracedFigure(name, count, grown, entries, grown - traced.grown())
+
+
 def traced_carts(carts: int, skus: Sequence[str], seed: int, op_log_size: int,
                  progress: bool) -> list[TracedFigure]:  # fmt: skip
     from actors.cart_service import CartService
     from actors.domain.cart import CartBook, CartLimits
-    from actors.oplog import OpLog
     from feira.settings import Settings
 
     defaults = Settings.model_fields
@@ -98,24 +115,14 @@ def traced_carts(carts: int, skus: Sequence[str], seed: int, op_log_size: int,
                 yield from cart_ops(rnd, skus)
                 bar.update()
 
-        async def load() -> None:
-            for batch in wire_batches(ops()):
-                await service.apply(batch)
-
-        asyncio.run(load())
-        grown = traced.grown()
-        entries = len(service._dispatch.log)
-        service._dispatch.log = OpLog(op_log_size)  # what the full log held goes
-        log_bytes = grown - traced.grown()
-        out.append(TracedFigure("CartService (+ op log, recent op ids per cart)", carts, grown,
-                                entries, log_bytes))  # fmt: skip
+        name = "CartService (+ op log, recent op ids per cart)"
+        out.append(_service_figure(traced, service, ops(), name, carts, op_log_size))
     return out
 
 
 def traced_stock(count: int, seed: int, op_log_size: int, progress: bool) -> list[TracedFigure]:
     from actors.domain.inventory import Inventory
     from actors.inventory_service import InventoryService
-    from actors.oplog import OpLog
     from actors.shop import new_op_id
     from feira.settings import Settings
 
@@ -137,17 +144,8 @@ def traced_stock(count: int, seed: int, op_log_size: int, progress: bool) -> lis
                 yield ("set_on_hand", (new_op_id(), sku, on_hand))
                 bar.update()
 
-        async def load() -> None:
-            for batch in wire_batches(ops()):
-                await service.apply(batch)
-
-        asyncio.run(load())
-        grown = traced.grown()
-        entries = len(service._dispatch.log)
-        service._dispatch.log = OpLog(op_log_size)
-        log_bytes = grown - traced.grown()
-        out.append(TracedFigure("InventoryService (+ op log; a store that keeps nothing)",
-                                count, grown, entries, log_bytes))  # fmt: skip
+        name = "InventoryService (+ op log; a store that keeps nothing)"
+        out.append(_service_figure(traced, service, ops(), name, count, op_log_size))
     return out
 
 
